@@ -1,0 +1,136 @@
+"""The ``fingen`` command: thin; loads config, applies ``--set`` overrides, calls the library.
+
+Library imports happen inside each command so ``fingen --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help=(
+        "fingen: synthetic datasets for financial retrieval (hierarchical queries, mined "
+        "relevance labels, hard negatives) and reasoning (verified chain-of-thought, SFT/DPO/RL).\n\n"
+        "Start with `fingen demo`, then `fingen run pipelines/filings_en.yaml`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        help="Override a config value: a.b=value (stages by id: stages.bottom_up.params.n=2).",
+    ),
+]
+
+
+@app.command()
+def run(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file (see pipelines/).")],
+    set_: SetOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory; re-using one resumes it.")
+    ] = None,
+) -> None:
+    """Run the stages of PIPELINE and write outputs + manifest.json to the run directory.
+
+    Re-running with the same --out resumes: finished stages are skipped and LLM requests
+    that already succeeded are answered from the run's cache.
+    """
+    from fingen.config import load_pipeline
+    from fingen.console import run_with_progress
+
+    config = load_pipeline(pipeline, set_ or [])
+    run_with_progress(config, out)
+
+
+@app.command()
+def validate(pipeline: Path, set_: SetOpt = None) -> None:
+    """Check PIPELINE (keys, values, stage names and params) without running anything."""
+    from rich.console import Console
+
+    from fingen.config import load_pipeline
+    from fingen.pipeline import validate_pipeline
+
+    config = load_pipeline(pipeline, set_ or [])
+    validate_pipeline(config)
+    Console().print(
+        f"[green]ok[/]: {pipeline} ({len(config.stages)} stages: {', '.join(s.key for s in config.stages)})"
+    )
+
+
+@app.command()
+def ingest(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files or directories (.txt .md .html .pdf .jsonl .csv).")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Output JSONL of Documents (Passages go to OUT with .passages)."
+        ),
+    ],
+    text_field: Annotated[str, typer.Option(help="Text field for .jsonl/.csv inputs.")] = "text",
+    id_field: Annotated[str | None, typer.Option(help="ID field for .jsonl/.csv inputs.")] = None,
+    title_field: Annotated[
+        str | None, typer.Option(help="Title field for .jsonl/.csv inputs.")
+    ] = None,
+    max_chars: Annotated[
+        int | None, typer.Option(help="Passage size in characters (default by language).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many documents.")] = None,
+) -> None:
+    """Load documents and chunk them into passages (no model needed)."""
+    from fingen.console import ingest_files
+
+    ingest_files(
+        paths,
+        out,
+        text_field=text_field,
+        id_field=id_field,
+        title_field=title_field,
+        max_chars=max_chars,
+        limit=limit,
+    )
+
+
+def main() -> None:
+    """Entry point: user mistakes print one line and exit 2; no traceback."""
+    from fingen.errors import FingenError, UserError
+
+    try:
+        app(standalone_mode=False)
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            "interrupted: finished work is kept; re-run with the same --out to resume\n"
+        )
+        sys.exit(130)
+    except UserError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)
+    except FingenError as exc:
+        sys.stderr.write(f"error: {type(exc).__name__}: {exc}\n")
+        sys.exit(1)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise

@@ -1,0 +1,116 @@
+"""fingen's exceptions: one base, specific subclasses that carry context.
+
+Tree::
+
+    FingenError
+    ├── UserError (also ValueError): the user can fix it; the CLI prints one line, exit 2
+    │   ├── ConfigError          bad YAML, unknown key, bad value
+    │   ├── InputError           missing file, unreadable input
+    │   ├── MissingExtraError    an optional extra is not installed
+    │   └── PublishError         no token, bad repo id, upload failed
+    ├── DocumentError            one bad document (skipped and reported, never fatal)
+    ├── LLMError                 a model request failed after its retries
+    │   ├── TransportError       HTTP/connection failure after transport retries
+    │   ├── StructuredOutputError  output failed to parse/validate after re-asks
+    │   └── BudgetExceeded       a token/cost budget was reached; the run stops cleanly
+    ├── BackendStartError        the embedded model server did not start
+    └── StoreError               the run directory is inconsistent
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendStartError",
+    "BudgetExceeded",
+    "ConfigError",
+    "DocumentError",
+    "FingenError",
+    "InputError",
+    "LLMError",
+    "MissingExtraError",
+    "PublishError",
+    "StoreError",
+    "StructuredOutputError",
+    "TransportError",
+    "UserError",
+]
+
+
+class FingenError(Exception):
+    """Base of every error fingen raises on purpose."""
+
+
+class UserError(FingenError, ValueError):
+    """A mistake the user can fix (config, paths, options)."""
+
+
+class ConfigError(UserError):
+    """Invalid pipeline or configuration; `where` names the offending key."""
+
+    def __init__(self, message: str, *, where: str | None = None) -> None:
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class InputError(UserError):
+    """An input path is missing or unusable as a whole."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class MissingExtraError(UserError):
+    """An optional dependency is needed; the message says which extra installs it."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        self.package, self.extra = package, extra
+        super().__init__(f"{purpose} needs the '{package}' package: pip install 'fingen[{extra}]'")
+
+
+class PublishError(UserError):
+    """Publishing to the hub failed; the local folder is kept."""
+
+
+class DocumentError(FingenError):
+    """One input document cannot be used; it is skipped and reported."""
+
+    def __init__(self, reason: str, *, source: str, detail: str = "") -> None:
+        self.reason, self.source, self.detail = reason, source, detail
+        super().__init__(f"{source}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+class LLMError(FingenError):
+    """A model request failed."""
+
+
+class TransportError(LLMError):
+    """The server could not be reached or kept failing after retries."""
+
+    def __init__(self, message: str, *, status: int | None = None, attempts: int = 0) -> None:
+        self.status, self.attempts = status, attempts
+        super().__init__(message)
+
+
+class StructuredOutputError(LLMError):
+    """The model's output did not fit the schema after the allowed re-asks."""
+
+    def __init__(self, reason: str, *, raw: str, attempts: int, detail: str = "") -> None:
+        self.reason, self.raw, self.attempts, self.detail = reason, raw, attempts, detail
+        super().__init__(f"{reason} after {attempts} attempt(s): {detail}"[:500])
+
+
+class BudgetExceeded(LLMError):
+    """The configured token or cost budget is used up."""
+
+    def __init__(self, what: str, used: float, limit: float) -> None:
+        self.what, self.used, self.limit = what, used, limit
+        super().__init__(f"budget reached: {what} {used:g} >= {limit:g}")
+
+
+class BackendStartError(FingenError):
+    """The embedded model server failed to start or become ready."""
+
+
+class StoreError(FingenError):
+    """The run directory cannot be used."""

@@ -1,0 +1,63 @@
+"""SQLite request cache: sha256(model, messages, sampling params, schema) -> completion.
+
+WAL mode and one committed row per response: a run killed with SIGKILL keeps every answer it
+had received, and the re-run sends none of those requests again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+from fingen.llm.base import ChatRequest, Completion
+
+__all__ = ["RequestCache", "request_key"]
+
+
+def request_key(model: str, request: ChatRequest) -> str:
+    """The cache key of a request to ``model``: every field that changes the answer."""
+    payload = request.model_dump(mode="json", exclude_defaults=False)
+    blob = json.dumps([model, payload], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class RequestCache:
+    """A small persistent key -> Completion store, safe for one writer process."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, body TEXT)"
+        )
+
+    def get(self, key: str) -> Completion | None:
+        with self._lock:
+            row = self._db.execute("SELECT body FROM responses WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        comp = Completion.model_validate_json(row[0])
+        return comp.model_copy(update={"cached": True})
+
+    def put(self, key: str, completion: Completion) -> None:
+        body = completion.model_dump_json()
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO responses (key, model, body) VALUES (?, ?, ?)",
+                (key, completion.model, body),
+            )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,255 @@
+"""The engine every method talks to: backend + request cache + usage meter + budget +
+structured output with capped re-asks, on one event loop in a background thread.
+
+Sync code (stage functions) submits coroutines with ``engine.submit``; the backend's
+connections live on the engine's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from fingen.config import BudgetConfig, LLMConfig, PricesConfig
+from fingen.errors import BudgetExceeded, StructuredOutputError
+from fingen.llm.base import Backend, ChatRequest, Completion
+from fingen.llm.cache import RequestCache, request_key
+from fingen.llm.structured import ParseFailure, parse_model, reask_message, schema_instruction
+
+__all__ = ["LLMEngine", "StructuredResult", "UsageMeter", "build_engine"]
+
+T = TypeVar("T")
+_CURRENT_METER: contextvars.ContextVar[UsageMeter | None] = contextvars.ContextVar(
+    "fingen_meter", default=None
+)
+
+
+@dataclass
+class UsageMeter:
+    """Requests, cache hits, retries, re-asks, tokens and cost of one stage (or a whole run)."""
+
+    requests: int = 0
+    cached: int = 0
+    transport_retries: int = 0
+    reasks: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    parent: UsageMeter | None = field(default=None, repr=False)
+
+    def add(self, **amounts: float) -> None:
+        meter: UsageMeter | None = self
+        while meter is not None:
+            for name, value in amounts.items():
+                setattr(meter, name, getattr(meter, name) + value)
+            meter = meter.parent
+
+    def snapshot(self) -> dict[str, float]:
+        return {
+            "requests": self.requests,
+            "cached": self.cached,
+            "transport_retries": self.transport_retries,
+            "reasks": self.reasks,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": round(self.cost, 6),
+        }
+
+
+@dataclass
+class StructuredResult:
+    value: BaseModel
+    completion: Completion
+    reasks: int
+
+
+class _LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="fingen-llm")
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+class LLMEngine:
+    """Cache-aware, budgeted access to one backend. ``for_stage`` gives a metered view."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: LLMConfig,
+        *,
+        cache: RequestCache | None = None,
+        meter: UsageMeter | None = None,
+        _loop: _LoopThread | None = None,
+        _root: LLMEngine | None = None,
+    ) -> None:
+        self.backend = backend
+        self.config = config
+        self.cache = cache
+        self.meter = meter or UsageMeter()
+        self._root = _root or self
+        self._loop = _loop or _LoopThread()
+        self._stage_meters: dict[str, UsageMeter] = {} if _root is None else _root._stage_meters
+        self._closed = False
+        if hasattr(backend, "on_retry") and _root is None:
+            backend.on_retry = self._count_retry  # type: ignore[attr-defined]
+
+    @property
+    def model(self) -> str:
+        return self.backend.model
+
+    @property
+    def concurrency(self) -> int:
+        return self.config.concurrency
+
+    def _count_retry(self) -> None:
+        (_CURRENT_METER.get() or self.meter).add(transport_retries=1)
+
+    def for_stage(self, name: str) -> LLMEngine:
+        """A view whose usage is counted under ``name`` (and in the run's totals)."""
+        meter = self._root._stage_meters.get(name)
+        if meter is None:
+            meter = UsageMeter(parent=self._root.meter)
+            self._root._stage_meters[name] = meter
+        return LLMEngine(
+            self.backend,
+            self.config,
+            cache=self.cache,
+            meter=meter,
+            _loop=self._loop,
+            _root=self._root,
+        )
+
+    # -- budget -------------------------------------------------------------------------
+    def _check_budget(self) -> None:
+        budget: BudgetConfig | None = self.config.budget
+        if budget is None:
+            return
+        total = self._root.meter
+        tokens = total.prompt_tokens + total.completion_tokens
+        if budget.max_tokens is not None and tokens >= budget.max_tokens:
+            raise BudgetExceeded("tokens", tokens, budget.max_tokens)
+        if budget.max_cost is not None and total.cost >= budget.max_cost:
+            raise BudgetExceeded("cost", total.cost, budget.max_cost)
+
+    def _cost(self, completion: Completion) -> float:
+        prices: PricesConfig | None = self.config.prices
+        if prices is None:
+            return 0.0
+        u = completion.usage
+        return (
+            u.prompt_tokens * prices.input_per_mtok + u.completion_tokens * prices.output_per_mtok
+        ) / 1e6
+
+    # -- requests -----------------------------------------------------------------------
+    async def chat(self, request: ChatRequest) -> Completion:
+        """One completion, from the cache when this exact request already succeeded."""
+        key = request_key(self.backend.model, request) if self.cache is not None else ""
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.meter.add(cached=1)
+                return hit
+        self._check_budget()
+        self.meter.add(requests=1)
+        _CURRENT_METER.set(self.meter)
+        completion = await self.backend.complete(request)
+        if self.cache is not None:
+            self.cache.put(key, completion)
+        u = completion.usage
+        self.meter.add(
+            prompt_tokens=u.prompt_tokens,
+            completion_tokens=u.completion_tokens,
+            cost=self._cost(completion),
+        )
+        return completion
+
+    async def structured(self, request: ChatRequest, model: type[BaseModel]) -> StructuredResult:
+        """A reply validated against ``model``; re-asks with the error, at most ``max_reasks``.
+
+        Raises StructuredOutputError with reason ``truncated``, ``invalid_json`` or
+        ``schema_mismatch`` and the raw text when the reply still does not fit.
+        """
+        schema = model.model_json_schema()
+        messages = list(request.messages)
+        if self.config.schema_in_prompt:
+            last = messages[-1]
+            messages[-1] = {
+                **last,
+                "content": last["content"] + "\n\n" + schema_instruction(schema),
+            }
+        req = request.model_copy(update={"json_schema": schema, "schema_name": model.__name__})
+        for attempt in range(self.config.max_reasks + 1):
+            completion = await self.chat(req.model_copy(update={"messages": messages}))
+            if completion.finish_reason == "length":
+                raise StructuredOutputError(
+                    "truncated",
+                    raw=completion.text,
+                    attempts=attempt + 1,
+                    detail=f"reply hit max_tokens={request.max_tokens}",
+                )
+            try:
+                return StructuredResult(parse_model(completion.text, model), completion, attempt)
+            except ParseFailure as failure:
+                if attempt == self.config.max_reasks:
+                    raise StructuredOutputError(
+                        failure.reason,
+                        raw=completion.text,
+                        attempts=attempt + 1,
+                        detail=failure.detail,
+                    ) from None
+                self.meter.add(reasks=1)
+                messages = messages + [
+                    {"role": "assistant", "content": completion.text},
+                    reask_message(failure),
+                ]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- running coroutines from sync code ------------------------------------------------
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.submit(coro).result()
+
+    def stage_usage(self) -> dict[str, dict[str, float]]:
+        return {name: m.snapshot() for name, m in self._root._stage_meters.items()}
+
+    def close(self) -> None:
+        """Close connections and the backend (idempotent); views close nothing."""
+        if self._root is not self or self._closed:
+            return
+        self._closed = True
+        try:
+            self.run(self.backend.aclose())
+        finally:
+            self._loop.stop()
+            if self.cache is not None:
+                self.cache.close()
+
+    def __enter__(self) -> LLMEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def build_engine(config: LLMConfig, *, cache_path: str | Path | None = None) -> LLMEngine:
+    """Create the backend named by ``config.backend`` and wrap it in an engine."""
+    from fingen.llm.registry import create_backend
+
+    backend = create_backend(config)
+    cache = RequestCache(cache_path) if (cache_path is not None and config.cache) else None
+    return LLMEngine(backend, config, cache=cache)

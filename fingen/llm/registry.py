@@ -1,0 +1,80 @@
+"""Backend factory: a dict registry with lazy imports (no if-chain, no heavy import at start)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from fingen.config import LLMConfig
+from fingen.errors import ConfigError
+from fingen.llm.base import Backend
+
+__all__ = ["BACKENDS", "create_backend", "resolve_api_key"]
+
+
+def resolve_api_key(config: LLMConfig) -> str | None:
+    """The API key from the environment variable *named* in the config (never the key itself)."""
+    if not config.api_key_env:
+        return None
+    key = os.environ.get(config.api_key_env)
+    if not key:
+        raise ConfigError(
+            f"environment variable {config.api_key_env} is not set", where="llm.api_key_env"
+        )
+    return key
+
+
+def _openai(config: LLMConfig) -> Backend:
+    from fingen.llm.client import OpenAICompatBackend
+
+    assert config.base_url is not None
+    return OpenAICompatBackend(
+        base_url=config.base_url,
+        model=config.model or "default",
+        api_key=resolve_api_key(config),
+        concurrency=config.concurrency,
+        rpm=config.rpm,
+        tpm=config.tpm,
+        max_retries=config.max_retries,
+        backoff_s=config.backoff_s,
+        timeout_s=config.timeout_s,
+        schema_style=config.schema_style or "json_schema",
+        extra_body=config.extra_body,
+    )
+
+
+def _local(config: LLMConfig) -> Backend:
+    from fingen.llm.local import create_local_backend
+
+    return create_local_backend(config)
+
+
+def _vllm(config: LLMConfig) -> Backend:
+    from fingen.llm.vllm_engine import create_vllm_backend
+
+    return create_vllm_backend(config)
+
+
+def _fake(config: LLMConfig) -> Backend:
+    from fingen.llm.fake import FakeBackend
+
+    return FakeBackend(config.fake.responses, model=config.model or "fake")
+
+
+BACKENDS: dict[str, Callable[[LLMConfig], Backend]] = {
+    "openai": _openai,
+    "local": _local,
+    "vllm": _vllm,
+    "fake": _fake,
+}
+
+
+def create_backend(config: LLMConfig) -> Backend:
+    """Instantiate the backend named by ``config.backend``."""
+    try:
+        factory = BACKENDS[config.backend]
+    except KeyError:
+        raise ConfigError(
+            f"unknown backend '{config.backend}'; choose from {sorted(BACKENDS)}"
+        ) from None
+    return factory(config)

@@ -1,0 +1,153 @@
+"""LLM tasks: build messages for one item, parse one reply; ``run_task`` runs them concurrently.
+
+A task is two pure methods and a response model (curator's prompt/parse/response_format)::
+
+    class MyTask:
+        name = "bottom_up"
+        response_model = MyReply            # or None for free text
+        def item_id(self, item) -> str: ...
+        def build(self, item) -> list[dict]: ...       # chat messages
+        def parse(self, item, reply, completion) -> list[Record | Failure]: ...
+
+``parse`` may raise ``RowRejected`` to reject the whole item, or return ``Failure`` records
+among its outputs to reject single rows; both are counted, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from fingen.errors import BudgetExceeded, StructuredOutputError, TransportError
+from fingen.llm.base import ChatRequest, Completion
+from fingen.llm.engine import LLMEngine
+from fingen.records import Failure
+
+__all__ = ["LLMTask", "RowRejected", "TaskResult", "run_task"]
+
+ItemT = TypeVar("ItemT")
+OutT = TypeVar("OutT")
+
+
+class RowRejected(Exception):
+    """Raised by ``parse`` when an item's reply cannot give any usable record."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+class LLMTask(Protocol[ItemT, OutT]):
+    name: str
+    response_model: type[BaseModel] | None
+
+    def item_id(self, item: ItemT) -> str: ...
+
+    def build(self, item: ItemT) -> list[dict[str, str]]: ...
+
+    def parse(self, item: ItemT, reply: Any, completion: Completion) -> list[OutT | Failure]: ...
+
+
+@dataclass
+class TaskResult(Generic[ItemT, OutT]):
+    """What one item gave: records, and failures (the whole item's, or rejected rows)."""
+
+    item: ItemT
+    item_id: str
+    records: list[OutT] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    ok: bool = True  # the model answered and the reply parsed
+    cached: bool = False
+    completion: Completion | None = None
+
+
+def _request(task: Any, item: Any, llm: LLMEngine) -> ChatRequest:
+    params: dict[str, Any] = {
+        "temperature": llm.config.temperature,
+        "max_tokens": llm.config.max_tokens,
+    }
+    if hasattr(task, "request_params"):
+        params.update(task.request_params(item))
+    return ChatRequest(messages=task.build(item), **params)
+
+
+async def _run_one(task: Any, item: Any, llm: LLMEngine) -> TaskResult:
+    item_id = task.item_id(item)
+    result: TaskResult = TaskResult(item=item, item_id=item_id)
+
+    def fail(reason: str, detail: str = "", raw: str = "") -> TaskResult:
+        result.ok = False
+        result.failures.append(
+            Failure(stage=task.name, item_id=item_id, reason=reason, detail=detail[:2000], raw=raw)
+        )
+        return result
+
+    try:
+        request = _request(task, item, llm)
+        if task.response_model is not None:
+            structured = await llm.structured(request, task.response_model)
+            reply: Any = structured.value
+            completion = structured.completion
+        else:
+            completion = await llm.chat(request)
+            reply = completion.text
+            if completion.finish_reason == "length" and not getattr(
+                task, "accept_truncated", False
+            ):
+                return fail("truncated", f"hit max_tokens={request.max_tokens}", completion.text)
+        result.completion, result.cached = completion, completion.cached
+        for out in task.parse(item, reply, completion):
+            (result.failures if isinstance(out, Failure) else result.records).append(out)
+    except StructuredOutputError as exc:
+        return fail(exc.reason, exc.detail, exc.raw)
+    except TransportError as exc:
+        return fail("transport_error", str(exc))
+    except RowRejected as exc:
+        raw = result.completion.text if result.completion else ""
+        return fail(exc.reason, exc.detail, raw)
+    return result
+
+
+def run_task(
+    task: LLMTask[ItemT, OutT],
+    items: Iterable[ItemT],
+    llm: LLMEngine,
+    *,
+    window: int | None = None,
+    on_result: Callable[[TaskResult[ItemT, OutT]], None] | None = None,
+) -> Iterator[TaskResult[ItemT, OutT]]:
+    """Run ``task`` over ``items`` with up to ``window`` requests in flight; yields in input order.
+
+    Streams: items are pulled lazily and results leave as soon as they are next in order.
+    Raises BudgetExceeded after yielding everything that finished before the budget ran out.
+    """
+    window = window or max(4, llm.concurrency * 2)
+    pending: deque[Any] = deque()
+    it = iter(items)
+    exhausted = False
+    budget_error: BudgetExceeded | None = None
+    while True:
+        while not exhausted and budget_error is None and len(pending) < window:
+            try:
+                item = next(it)
+            except StopIteration:
+                exhausted = True
+                break
+            pending.append(llm.submit(_run_one(task, item, llm)))
+        if not pending:
+            break
+        future = pending.popleft()
+        try:
+            result = future.result()
+        except BudgetExceeded as exc:
+            budget_error = budget_error or exc
+            continue
+        if on_result is not None:
+            on_result(result)
+        yield result
+    if budget_error is not None:
+        raise budget_error

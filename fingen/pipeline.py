@@ -1,0 +1,330 @@
+"""The runner: wires the stages named in a pipeline YAML and records everything in the manifest.
+
+Stages are looked up in ``STAGES`` (name -> "module:function", imported only when used).
+A stage that finished with the same fingerprint (its params, the model, the embedder and
+its upstream outputs) is skipped on a re-run; everything else re-runs, and the request cache
+makes already-answered LLM requests free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from fingen.config import PipelineConfig, parse_params
+from fingen.errors import BudgetExceeded, ConfigError
+from fingen.stages.base import Progress, StageContext, StageStats
+
+__all__ = [
+    "STAGES",
+    "RunResult",
+    "default_run_dir",
+    "redacted_config",
+    "resolve_stage",
+    "run_pipeline",
+    "summary_rows",
+    "validate_pipeline",
+]
+
+STAGES: dict[str, str] = {
+    "ingest": "fingen.stages.ingest:ingest",
+    "chunk": "fingen.stages.ingest:chunk",
+    "bottom_up": "fingen.stages.retrieval:bottom_up",
+    "titles": "fingen.stages.retrieval:titles",
+    "topics": "fingen.stages.retrieval:topics",
+    "top_down": "fingen.stages.retrieval:top_down",
+    "mine": "fingen.stages.relevance:mine",
+    "filter": "fingen.stages.relevance:filter_queries",
+    "hard_negatives": "fingen.stages.relevance:hard_negatives",
+    "export_retrieval": "fingen.stages.export_retrieval:export_retrieval",
+    "evaluate": "fingen.stages.export_retrieval:evaluate",
+    "qa_source": "fingen.stages.reasoning:qa_source",
+    "synthesize": "fingen.stages.reasoning:synthesize",
+    "distill": "fingen.stages.reasoning:distill",
+    "verify": "fingen.stages.reasoning:verify",
+    "judge_reasoning": "fingen.stages.reasoning:judge_reasoning",
+    "route": "fingen.stages.reasoning:route",
+    "preference": "fingen.stages.reasoning:preference",
+    "annotate": "fingen.stages.reasoning:annotate",
+    "export_training": "fingen.stages.export_training:export_training",
+    "report": "fingen.stages.report:report",
+}
+VERSIONED = [
+    "fingen",
+    "pydantic",
+    "jinja2",
+    "aiohttp",
+    "tenacity",
+    "datasets",
+    "sentence-transformers",
+    "torch",
+    "llama_cpp_python",
+    "bertopic",
+    "vllm",
+]
+_SECRET_WORDS = ("api_key", "token", "secret", "password")
+
+
+def resolve_stage(name: str) -> Callable[..., None]:
+    """Import the stage function registered as ``name``."""
+    try:
+        target = STAGES[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown stage '{name}'; known stages: {', '.join(sorted(STAGES))}"
+        ) from None
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def validate_pipeline(config: PipelineConfig) -> list[Any]:
+    """Check every stage name and its params; returns the parsed params per stage."""
+    parsed = []
+    for i, sc in enumerate(config.stages):
+        fn = resolve_stage(sc.stage)
+        parsed.append(parse_params(fn.params_model, sc.params, f"stages[{i}] ({sc.key}).params"))
+    return parsed
+
+
+def redacted_config(config: PipelineConfig) -> dict[str, Any]:
+    """The config as a dict, with any secret-looking value removed (key *names* are kept)."""
+
+    def clean(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {
+                k: (
+                    "<redacted>"
+                    if any(w in k.lower() for w in _SECRET_WORDS) and not k.endswith("_env") and v
+                    else clean(v)
+                )
+                for k, v in obj.items()
+            }
+        if isinstance(obj, list):
+            return [clean(v) for v in obj]
+        return obj
+
+    return clean(config.model_dump(mode="json"))
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def default_run_dir(config: PipelineConfig, base: str | Path = "outputs") -> Path:
+    return Path(base) / config.name / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def _fingerprint(config: PipelineConfig, index: int, upstream: list[str]) -> str:
+    sc = config.stages[index]
+    blob = json.dumps(
+        [
+            sc.model_dump(mode="json"),
+            config.lang,
+            config.llm.backend,
+            config.llm.model,
+            config.llm.local.model,
+            config.llm.temperature,
+            config.llm.max_tokens,
+            config.embedder.model,
+            upstream,
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    manifest: dict[str, Any]
+    status: str
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class _Resources:
+    """The LLM engine and the embedder, created on first use and closed at the end."""
+
+    def __init__(self, config: PipelineConfig, store: Any) -> None:
+        self.config, self.store = config, store
+        self.engine: Any = None
+        self.embedder: Any = None
+
+    def llm(self, stage_key: str) -> Any:
+        if self.engine is None:
+            from fingen.llm.engine import build_engine
+
+            self.engine = build_engine(self.config.llm, cache_path=self.store.llm_cache_path)
+        return self.engine.for_stage(stage_key)
+
+    def get_embedder(self) -> Any:
+        if self.embedder is None:
+            from fingen.embed.models import load_embedder
+
+            ec = self.config.embedder
+            self.embedder = load_embedder(
+                ec.model,
+                batch_size=ec.batch_size,
+                device=ec.device,
+                cache_path=self.store.embed_cache_path if ec.cache else None,
+            )
+        return self.embedder
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    run_dir: str | Path | None = None,
+    *,
+    progress_factory: Callable[[str, int | None], Progress] | None = None,
+    on_stage: Callable[[str, dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Run every stage of ``config`` in order into ``run_dir`` (resuming what is there)."""
+    from fingen.prompts import prompt_hashes, set_prompt_dir
+    from fingen.store import RunStore
+
+    params = validate_pipeline(config)
+    store = RunStore(run_dir or default_run_dir(config))
+    set_prompt_dir(config.prompts_dir)
+    previous = store.load_manifest().get("stages", {})
+    manifest: dict[str, Any] = {
+        "pipeline": config.name,
+        "run_dir": str(store.root),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": "running",
+        "config": redacted_config(config),
+        "versions": _versions(),
+        "llm": {"backend": config.llm.backend, "model": config.llm.model or config.llm.local.model},
+        "embedder": config.embedder.model,
+        "stages": {},
+    }
+    resources = _Resources(config, store)
+    fingerprints: list[str] = []
+    status = "complete"
+    t_run = time.perf_counter()
+    try:
+        for i, sc in enumerate(config.stages):
+            fp = _fingerprint(config, i, fingerprints)
+            fingerprints.append(fp)
+            prev = previous.get(sc.key, {})
+            if (
+                prev.get("status") == "done"
+                and prev.get("fingerprint") == fp
+                and _outputs_exist(store, sc.key, prev)
+            ):
+                manifest["stages"][sc.key] = {**prev, "resumed": True}
+                if on_stage:
+                    on_stage(sc.key, manifest["stages"][sc.key])
+                continue
+            stats = StageStats()
+            ctx = StageContext(
+                key=sc.key,
+                store=store,
+                config=config,
+                stats=stats,
+                get_llm=resources.llm,
+                get_embedder=resources.get_embedder,
+                make_progress=progress_factory or (lambda d, t: Progress()),
+            )
+            t0 = time.perf_counter()
+            entry: dict[str, Any] = {"stage": sc.stage, "fingerprint": fp}
+            try:
+                resolve_stage(sc.stage)(ctx, params[i])
+                ctx.commit()
+                entry["status"] = "done"
+            except BudgetExceeded as exc:
+                ctx.commit()  # keep everything finished before the budget ran out
+                entry.update(status="stopped", reason=str(exc))
+                status = "stopped_budget"
+            except BaseException as exc:
+                ctx.abort()
+                entry.update(status="failed", reason=f"{type(exc).__name__}: {exc}"[:500])
+                status = "failed"
+                raise
+            finally:
+                entry.update(stats.as_dict(), wall_s=round(time.perf_counter() - t0, 3))
+                if resources.engine is not None and sc.key in resources.engine.stage_usage():
+                    entry["usage"] = resources.engine.stage_usage()[sc.key]
+                manifest["stages"][sc.key] = entry
+                manifest["prompts"] = prompt_hashes()
+                store.save_manifest(manifest)
+                if on_stage:
+                    on_stage(sc.key, entry)
+            if status != "complete":
+                break
+    finally:
+        resources.close()
+        manifest["status"] = status
+        manifest["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        manifest["wall_s"] = round(time.perf_counter() - t_run, 3)
+        manifest["prompts"] = prompt_hashes() or manifest.get("prompts", {})
+        manifest["totals"] = _totals(manifest["stages"])
+        store.save_manifest(manifest)
+    return RunResult(store.root, manifest, status, manifest["stages"])
+
+
+def _outputs_exist(store: Any, key: str, entry: dict[str, Any]) -> bool:
+    return all(
+        store.stage_path(key, "" if name == "main" else name).is_file()
+        for name in entry.get("outputs", {})
+    )
+
+
+def _totals(stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    totals = {
+        "requests": 0,
+        "cached": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost": 0.0,
+        "failed": 0,
+        "rejected_rows": 0,
+    }
+    for entry in stages.values():
+        usage = entry.get("usage", {})
+        for k in ("requests", "cached", "prompt_tokens", "completion_tokens", "cost"):
+            totals[k] += usage.get(k, 0)
+        totals["failed"] += entry.get("failed", 0)
+        totals["rejected_rows"] += entry.get("rejected_rows", 0)
+    totals["cost"] = round(totals["cost"], 6)
+    return totals
+
+
+def summary_rows(manifest: dict[str, Any]) -> list[list[str]]:
+    """Rows for the end-of-run table: stage, in, ok, failed, outputs, cached, requests, tokens, time."""
+    rows = []
+    for key, e in manifest.get("stages", {}).items():
+        u = e.get("usage", {})
+        outs = ", ".join(f"{k}={v}" for k, v in e.get("outputs", {}).items() if k != "failures")
+        rows.append(
+            [
+                key + (" (resumed)" if e.get("resumed") else ""),
+                str(e.get("inputs", 0)),
+                str(e.get("succeeded", 0)),
+                str(e.get("failed", 0) + e.get("rejected_rows", 0)),
+                outs,
+                str(u.get("cached", 0)),
+                str(u.get("requests", 0)),
+                str(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)),
+                f"{e.get('wall_s', 0):.1f}s",
+            ]
+        )
+    return rows

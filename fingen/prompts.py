@@ -1,0 +1,132 @@
+"""Prompt templates: Jinja files rendered in a sandbox, one per task and language.
+
+A template defines ``{% block system %}`` (optional) and ``{% block user %}``; each block
+becomes one chat message. Rendering happens in a ``SandboxedEnvironment`` with
+``StrictUndefined``: document text is untrusted, and a missing variable is an error.
+
+Search order for ``<task>.<lang>.jinja``: the directory given to ``set_prompt_dir`` (or
+``FINGEN_PROMPTS``), ``./prompts``, then the copies packaged with fingen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from fingen.errors import ConfigError
+
+__all__ = [
+    "PromptTemplate",
+    "load_prompt",
+    "prompt_hashes",
+    "render",
+    "set_prompt_dir",
+]
+
+_PACKAGED = [
+    Path(__file__).resolve().parent / "_prompts",  # wheel install (force-included)
+    Path(__file__).resolve().parents[1] / "prompts",  # source checkout / editable install
+]
+_env = SandboxedEnvironment(
+    undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False
+)
+_lock = threading.Lock()
+_cache: dict[Path, PromptTemplate] = {}
+_used: dict[str, str] = {}
+_compiled: dict[str, Any] = {}
+_user_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A loaded template: its name, path, sha256 of the file and the compiled Jinja object."""
+
+    name: str
+    path: Path
+    sha256: str
+    source: str
+
+    def render(self, **variables: Any) -> list[dict[str, str]]:
+        """Render to chat messages (system if the block exists and is non-empty, then user)."""
+        template = _compiled.get(self.sha256)
+        if template is None:
+            template = _compiled.setdefault(self.sha256, _env.from_string(self.source))
+        ctx = template.new_context(variables)
+        messages = []
+        try:
+            for role in ("system", "user"):
+                block = template.blocks.get(role)
+                if block is None:
+                    continue
+                text = "".join(block(ctx)).strip()
+                if text:
+                    messages.append({"role": role, "content": text})
+        except TemplateError as exc:
+            raise ConfigError(f"cannot render: {exc}", where=f"prompt {self.path}") from exc
+        if not messages or messages[-1]["role"] != "user":
+            raise ConfigError("template has no non-empty 'user' block", where=str(self.path))
+        return messages
+
+    @property
+    def short_hash(self) -> str:
+        return self.sha256[:12]
+
+
+def set_prompt_dir(path: str | Path | None) -> None:
+    """Use templates from ``path`` first (user-edited copies); None resets."""
+    global _user_dir
+    with _lock:
+        _user_dir = Path(path) if path else None
+        _cache.clear()
+
+
+def _search_dirs() -> list[Path]:
+    dirs: list[Path] = []
+    if _user_dir is not None:
+        dirs.append(_user_dir)
+    if env := os.environ.get("FINGEN_PROMPTS"):
+        dirs.append(Path(env))
+    dirs.append(Path.cwd() / "prompts")
+    dirs.extend(_PACKAGED)
+    return dirs
+
+
+def load_prompt(task: str, lang: str = "en") -> PromptTemplate:
+    """Find and load ``<task>.<lang>.jinja`` (falls back to ``en``); records its hash."""
+    candidates = [f"{task}.{lang}.jinja"] + ([f"{task}.en.jinja"] if lang != "en" else [])
+    for name in candidates:
+        for d in _search_dirs():
+            path = d / name
+            if path.is_file():
+                with _lock:
+                    tpl = _cache.get(path)
+                    if tpl is None:
+                        data = path.read_bytes()
+                        source = data.decode("utf-8")
+                        try:
+                            _env.parse(source)
+                        except TemplateError as exc:
+                            raise ConfigError(f"template syntax: {exc}", where=str(path)) from exc
+                        tpl = PromptTemplate(name, path, hashlib.sha256(data).hexdigest(), source)
+                        _cache[path] = tpl
+                    _used[name] = tpl.sha256
+                return tpl
+    raise ConfigError(f"no template {candidates[0]} in {[str(d) for d in _search_dirs()]}")
+
+
+def render(task: str, lang: str = "en", **variables: Any) -> list[dict[str, str]]:
+    """Load and render a template to chat messages."""
+    return load_prompt(task, lang).render(**variables)
+
+
+def prompt_hashes() -> dict[str, str]:
+    """sha256 of every template loaded in this process, by file name (for the manifest)."""
+    with _lock:
+        return dict(sorted(_used.items()))

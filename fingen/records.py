@@ -1,0 +1,156 @@
+"""Typed records that cross every stage boundary (see DESIGN.md, "Records").
+
+IDs are content hashes, never random: the same input and config give the same IDs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CoTSample",
+    "DPORecord",
+    "Document",
+    "Failure",
+    "Passage",
+    "QAItem",
+    "Qrel",
+    "Query",
+    "QueryLevel",
+    "RLRecord",
+    "Record",
+    "SFTRecord",
+    "Sentence",
+    "content_id",
+]
+
+QueryLevel = Literal["sentence", "passage", "topic"]
+
+
+def content_id(*parts: object, prefix: str = "", length: int = 16) -> str:
+    """Stable ID from the given parts: ``prefix`` + first ``length`` hex of sha256."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(str(p).encode("utf-8"))
+        h.update(b"\x1f")
+    return prefix + h.hexdigest()[:length]
+
+
+class Record(BaseModel):
+    """Base of all records: forbid unknown fields so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Document(Record):
+    doc_id: str
+    title: str = ""
+    text: str
+    lang: str = "en"
+    date: str | None = None
+    industry: str | None = None
+    company: str | None = None
+    doc_type: str | None = None
+    source: str = ""
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Sentence(Record):
+    idx: int
+    start: int
+    end: int
+
+
+class Passage(Record):
+    passage_id: str
+    doc_id: str
+    text: str
+    sentences: list[Sentence] = Field(default_factory=list)
+    order: int = 0
+    title: str = ""
+    lang: str = "en"
+
+    def sentence_text(self, idx: int) -> str:
+        s = self.sentences[idx]
+        return self.text[s.start : s.end]
+
+
+class Query(Record):
+    query_id: str
+    text: str
+    level: QueryLevel
+    lang: str = "en"
+    origin: str = ""  # "<prompt sha256[:12]>@<model>"
+    source_passage_ids: list[str] = Field(default_factory=list)
+    source_doc_ids: list[str] = Field(default_factory=list)
+    answer: str | None = None
+    evidence_sentence_ids: list[int] | None = None
+    evidence: str | None = None
+
+
+class Qrel(Record):
+    query_id: str
+    passage_id: str
+    score: int = 1
+    kind: Literal["direct", "mined", "judged", "negative"] = "direct"
+    judge: str | None = None
+    rationale: str | None = None
+
+
+class QAItem(Record):
+    qa_id: str
+    question: str
+    context: str = ""
+    gold_answer: str
+    answer_type: str = "text"  # number | percent | yes_no | choice | label | text | span
+    source: str = ""
+    program: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class CoTSample(Record):
+    sample_id: str
+    qa_id: str
+    sample_idx: int = 0
+    reasoning: str = ""
+    answer: str | None = None
+    raw: str = ""
+    finish_reason: str = "stop"
+    tokens: int = 0
+    correct: bool | None = None
+    quality: bool | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class SFTRecord(Record):
+    messages: list[dict[str, str]]
+    source: str = ""
+    qa_id: str | None = None
+
+
+class DPORecord(Record):
+    prompt: str
+    chosen: str
+    rejected: str
+    rejected_reason: str = ""
+    qa_id: str | None = None
+
+
+class RLRecord(Record):
+    prompt: str
+    answer: str
+    source: str = ""
+    qa_id: str | None = None
+
+
+class Failure(Record):
+    """A row that could not be produced: kept with its raw text and reason, never dropped."""
+
+    stage: str
+    item_id: str
+    reason: str
+    detail: str = ""
+    raw: str = ""
