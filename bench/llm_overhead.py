@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.scripted_server import ServerProcess
+from tests.scripted_server import ServerProcess  # noqa: E402 (needs ROOT on sys.path)
 
 __all__ = ["Fact", "Row", "main"]
 
@@ -324,6 +324,15 @@ def render(rows: list[Row]) -> str:
             out.append(
                 f"fingen / raw aiohttp at L={lat:g} s: throughput {fin.rps / raw.rps:.2f}x, "
                 f"client CPU per request {fin.cpu_per_1k / raw.cpu_per_1k:.2f}x"
+            )
+    for r in rows:
+        if r.latency and r.path.startswith("(a)"):
+            rounds = -(-r.requests // r.concurrency)
+            best = r.requests / (rounds * r.latency)
+            out.append(
+                f"note: {r.requests} requests in waves of {r.concurrency} need {rounds} waves, so "
+                f"the best possible at L={r.latency:g} s is {best:.1f} req/s "
+                f"({100 * best * r.latency / r.concurrency:.1f}% of C/L)"
             )
     cached = by.get(("(d'", 0.0))
     if cached is not None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -495,7 +496,7 @@ class ScriptedServer:
                     _start(app, self.host, self.port, self.backlog)
                 )
                 self.port = self._runner.addresses[0][1]
-            except BaseException as exc:  # noqa: BLE001 - re-raised by start()
+            except BaseException as exc:  # re-raised by start()
                 errors.append(exc)
                 ready.set()
                 return
@@ -635,10 +636,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port-file", help="write the bound port here (atomically)")
     parser.add_argument("--backlog", type=int, default=1024)
     args = parser.parse_args(argv)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

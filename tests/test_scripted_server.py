@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 import aiohttp
@@ -28,7 +28,7 @@ except ImportError:  # this venv ships the client as httpx2
 __all__: list[str] = []
 
 
-class Sentiment(str, Enum):
+class Sentiment(StrEnum):
     POSITIVE = "positive"
     NEGATIVE = "negative"
 
@@ -130,7 +130,11 @@ def test_each_action_kind_answers_as_scripted() -> None:
     assert _content(got[3]) == "Sure, here is the answer."
     assert got[4].status_code == 500 and got[4].json()["error"]["message"] == "boom"
     assert got[5].status_code == 502 and got[5].text == "<html>bad gateway</html>"
-    assert got[6].json()["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    assert got[6].json()["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": 3,
+        "total_tokens": 10,
+    }
 
 
 def test_rate_limit_answer_carries_retry_after_header() -> None:
@@ -160,7 +164,9 @@ def test_dropped_connection_gets_no_answer() -> None:
 
 def test_queue_comes_first_then_rules_then_default() -> None:
     rules = [{"match": "ticker", "action": {"content": "rule"}}]
-    with ScriptedServer(actions=[{"content": "queued"}], rules=rules, default={"content": "dflt"}) as srv:
+    with ScriptedServer(
+        actions=[{"content": "queued"}], rules=rules, default={"content": "dflt"}
+    ) as srv:
         texts = [_content(_post(srv, _body(m))) for m in ("ticker A", "ticker B", "other")]
         sources = [r["source"] for r in srv.requests]
     assert texts == ["queued", "rule", "dflt"]

@@ -2,8 +2,10 @@
 
 Spans are (start, end) character offsets into the original text, trimmed of surrounding
 whitespace, so `text[start:end]` is the sentence. Line breaks are boundaries (lines, bullets
-and table rows stand alone), except that in English a line that does not end a sentence and
-is followed by a line starting in lower case is a soft wrap and continues.
+and table rows stand alone), except for hard-wrapped prose (PDF text): a line that does not
+end in sentence punctuation continues on the next one when it fills most of the typical line
+width, or (English) when the next line starts in lower case. Bullets and table-like lines
+(runs of 2+ spaces, "|") never join.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ ABBREVIATIONS = frozenset(
     """
     inc corp co ltd llc plc lp llp bros no nos vs etc e.g i.e cf al approx est dept div
     mr mrs ms dr prof st jr sr messrs gov sen rep gen col capt
-    jan feb mar apr jun jul aug sep sept oct nov dec mon tue wed thu fri sat sun
+    jan feb mar apr jun jul aug sep sept oct nov dec
     fig figs p pp vol vols ch sec art ref refs para eq op ed eds rev
-    avg mln bn mn bil tr yr yrs mo mos hr hrs min max approx
+    avg mln bn mn bil yr yrs mo mos hr hrs
     """.split()
 )
 _INITIALS_RE = re.compile(r"(?:[a-z]\.)*[a-z]")
@@ -60,23 +62,42 @@ def _zh_ends(block: str) -> list[int]:
     return [m.end() for m in _ZH_END_RE.finditer(block)]
 
 
-def _continues(prev_line: str, line: str) -> bool:
-    prev, cur = prev_line.rstrip(), line.lstrip()
-    return bool(prev and cur) and prev[-1] not in ".!?:;" and cur[0].islower()
+_BULLET_RE = re.compile(r"^(?:[-*+•▪●◦–—]\s|\(?(?:\d{1,3}|[A-Za-z]|[ivxIVX]{1,4})[.)]\s|[|])")
+_TABULAR_RE = re.compile(r"\S(?: {2,}|\t)\S")
+_LINE_ENDS = {"en": ".!?:;", "zh": "。！？；：…!?:;"}
+
+
+def _wrap_width(lines: list[str]) -> int:
+    """A typical full line length (90th percentile), to recognise hard-wrapped lines."""
+    lengths = sorted(len(line.strip()) for line in lines if line.strip())
+    return lengths[int(0.9 * (len(lengths) - 1))] if lengths else 0
+
+
+def _continues(prev_line: str, line: str, width: int, lang: str) -> bool:
+    """True when `line` continues the sentence of `prev_line` (a wrapped line)."""
+    prev, cur = prev_line.strip(), line.strip()
+    if not prev or not cur or prev[-1] in _LINE_ENDS[lang] or _BULLET_RE.match(cur):
+        return False
+    if _TABULAR_RE.search(prev) or _TABULAR_RE.search(cur):
+        return False
+    filled = width >= 20 and len(prev) >= 0.6 * width
+    return filled or (lang == "en" and cur[0].islower())
 
 
 def _blocks(text: str, lang: str) -> list[tuple[int, int]]:
-    """Line-based blocks; English soft-wrapped lines are joined into one block."""
+    """Line-based blocks; hard-wrapped lines of one paragraph are joined into one block."""
+    lines = text.split("\n")
+    width = _wrap_width(lines)
     blocks: list[tuple[int, int]] = []
     prev_line = ""
     pos = 0
-    for line in text.split("\n"):
+    for line in lines:
         start, end = pos, pos + len(line)
         pos = end + 1
         if not line.strip():
             prev_line = ""
             continue
-        if blocks and lang != "zh" and prev_line and _continues(prev_line, line):
+        if prev_line and _continues(prev_line, line, width, lang):
             blocks[-1] = (blocks[-1][0], end)
         else:
             blocks.append((start, end))

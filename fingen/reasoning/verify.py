@@ -1,0 +1,283 @@
+"""Rule-based answer check (Fin-R1 round 1): numbers, yes/no, choice letters, labels, spans.
+
+:func:`check_answer` returns a :class:`Verdict`; ``correct=None`` means the rules cannot decide
+and an LLM judge is needed (free text, or a prediction naming several candidates).
+
+Numbers are compared as sets of readings: ``9.86%`` reads as 9.86 and 0.0986; for
+``answer_type="percent"`` a bare gold or prediction also reads as a percent of itself, so
+0.0986, 9.86 and 9.86% all match gold 0.0986. A prediction with a scale word (``1.2 billion``)
+also reads in that unit and in thousands/millions when the gold's unit is unknown; with a known
+``scale`` the gold also reads as ``gold * scale``. Two readings match within
+``abs_tol + rel_tol * |gold|``, or when they agree at the coarser of the two written precisions
+and differ by at most 5 % (``56%`` for 0.56197, ``2.1`` for 2.14).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from fingen.reasoning.extract import CHOICES, SENTIMENT, YES_NO, LabelSet, extract_label
+from fingen.reasoning.numbers import SCALES, Amount, normalize_text_numbers, parse_amounts
+
+__all__ = ["ANSWER_TYPES", "Verdict", "check_answer", "normalize_answer_type", "token_f1"]
+
+#: Accepted answer types and their aliases (TAT-QA's arithmetic/count are numbers).
+ANSWER_TYPES: dict[str, str] = {
+    "auto": "auto", "number": "number", "numeric": "number", "arithmetic": "number",
+    "count": "number", "percent": "percent", "percentage": "percent", "yes_no": "yes_no",
+    "yesno": "yes_no", "bool": "yes_no", "boolean": "yes_no", "choice": "choice",
+    "multiple_choice": "choice", "label": "label", "classification": "label", "span": "span",
+    "multi_span": "multi_span", "multi-span": "multi_span", "text": "text", "free_text": "text",
+}  # fmt: skip
+ROUNDED_REL_CAP = 0.05  # a rounded answer may differ from the gold by at most 5 %
+_LETTERS = LabelSet.of(list("ABCDEFGH"))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of a rule check: ``correct`` is None when only a judge can decide."""
+
+    correct: bool | None
+    method: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class _Reading:
+    value: float
+    decimals: int
+
+
+def normalize_answer_type(answer_type: str | None) -> str:
+    """Canonical answer type; raises ValueError naming the allowed values."""
+    key = (answer_type or "auto").strip().lower()
+    if key not in ANSWER_TYPES:
+        raise ValueError(f"unknown answer_type {answer_type!r}; allowed: {sorted(ANSWER_TYPES)}")
+    return ANSWER_TYPES[key]
+
+
+def _sole_amount(text: str) -> Amount | None:
+    """The amount when ``text`` is essentially one number ("$1,234 million", "-9.86%")."""
+    amounts = parse_amounts(text)
+    if len(amounts) != 1:
+        return None
+    rest = normalize_text_numbers(text).replace(amounts[0].text, " ", 1)
+    rest = re.sub(r"(?i)\b(?:approximately|approx|about|around|roughly|usd|rmb|dollars?)\b", "", rest)
+    return amounts[0] if not re.search(r"[A-Za-z\u4e00-\u9fff]", rest) else None
+
+
+def _readings(
+    a: Amount, *, bare_percent: bool, mantissa: bool, units: bool, scale: float | None = None
+) -> list[_Reading]:
+    """The values an amount may stand for (see the module doc)."""
+    base = [_Reading(a.value, a.decimals - round(math.log10(a.scale)))]
+    if mantissa and a.scale_word:
+        base.append(_Reading(a.mantissa, a.decimals))
+    if units and a.scale_word:
+        base += [
+            _Reading(a.value / u, a.decimals - round(math.log10(a.scale / u)))
+            for u in (1e3, 1e6, 1e9)
+            if u < a.scale
+        ]
+    if scale:
+        base.append(_Reading(a.value * scale, a.decimals - round(math.log10(scale))))
+    out = list(base)
+    if a.percent or bare_percent:
+        out += [_Reading(r.value / 100, r.decimals + 2) for r in base]
+    return out
+
+
+def _match(p: _Reading, g: _Reading, rel_tol: float, abs_tol: float) -> str | None:
+    diff = abs(p.value - g.value)
+    if diff <= abs_tol + rel_tol * abs(g.value):
+        return "tolerance"
+    coarse = 0.5 * 10 ** -min(p.decimals, g.decimals) * (1 + 1e-9)
+    if diff <= coarse and diff <= ROUNDED_REL_CAP * abs(g.value):
+        return "rounding"
+    return None
+
+
+def _check_number(
+    predicted: str, gold: Amount, answer_type: str, scale: str | None, rel_tol: float, abs_tol: float
+) -> Verdict:
+    if "=" in predicted and parse_amounts(predicted.rsplit("=", 1)[1]):
+        predicted = predicted.rsplit("=", 1)[1]  # "5829 - 5735 = 94" -> "94"
+    preds = parse_amounts(predicted)
+    if not preds:
+        return Verdict(False, "number", "no number in the prediction")
+    scale_key = (scale or "").strip().lower()
+    gold_percent = gold.percent or scale_key in ("percent", "%")
+    factor = SCALES.get(scale_key)
+    unit_free = factor is None and gold.scale_word is None
+    percent_mode = answer_type == "percent" and not gold_percent
+    gold_r = _readings(
+        replace(gold, percent=gold_percent),
+        bare_percent=percent_mode,
+        mantissa=True,
+        units=False,
+        scale=factor,
+    )
+    hits = []
+    for idx, p in enumerate(preds):
+        readings = _readings(p, bare_percent=percent_mode, mantissa=unit_free, units=unit_free)
+        for pr in readings:
+            how = next((h for g in gold_r if (h := _match(pr, g, rel_tol, abs_tol))), None)
+            if how:
+                hits.append((idx, how, p.text))
+                break
+    if hits and hits[0][0] == 0:
+        return Verdict(True, f"number:{hits[0][1]}", f"{hits[0][2]!r} ~ {gold.text!r}")
+    if hits:
+        return Verdict(None, "number:ambiguous", f"{hits[0][2]!r} matches but is not the first")
+    return Verdict(False, "number", f"{preds[0].text!r} != {gold.text!r}")
+
+
+def _norm(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = re.sub(r"[^\w\s]|_", " ", text)
+    text = re.sub(r"\b(?:a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"[\u4e00-\u9fff]|[^\s\u4e00-\u9fff]+", _norm(text))
+
+
+def token_f1(predicted: str, gold: str) -> float:
+    """SQuAD-style token F1 (CJK characters are single tokens)."""
+    p, g = _tokens(predicted), _tokens(gold)
+    if not p or not g:
+        return float(p == g)
+    common = sum((Counter(p) & Counter(g)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(p), common / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _check_span(predicted: str, gold: str, extractive: bool, accept: float, reject: float) -> Verdict:
+    if _norm(predicted) == _norm(gold):
+        return Verdict(True, "text:exact")
+    f1 = token_f1(predicted, gold)
+    if extractive and f1 >= accept:
+        return Verdict(True, "text:f1", f"f1={f1:.2f}")
+    contained = _norm(gold) in _norm(predicted)
+    if extractive and f1 <= reject and not contained:
+        return Verdict(False, "text:f1", f"f1={f1:.2f}")
+    return Verdict(None, "text:undecided", f"f1={f1:.2f}")
+
+
+def _split_items(text: str, *, strict: bool = False) -> list[str]:
+    """Items of a list answer; ``strict`` splits only on ";" and newlines when it has them."""
+    if strict and re.search(r"[;\n]", text):
+        parts = re.split(r"\s*[;\n]\s*", text)
+    else:
+        parts = re.split(r"\s*(?:[;\n、]|,\s+|\s+and\s+|\s+&\s+)\s*", text)
+    return [p for p in (p.strip(" .") for p in parts) if p]
+
+
+def _check_multi_span(predicted: str, gold: str, accept: float) -> Verdict:
+    golds, preds = _split_items(gold, strict=True), _split_items(predicted)
+    if not preds:
+        return Verdict(False, "multi_span", "empty prediction")
+
+    def found(item: str, pool: Sequence[str]) -> bool:
+        return any(_norm(item) == _norm(x) or token_f1(item, x) >= accept for x in pool)
+
+    hit = [g for g in golds if found(g, preds)]
+    extra = [p for p in preds if not found(p, golds)]
+    if len(hit) == len(golds) and not extra:
+        return Verdict(True, "multi_span", f"{len(hit)}/{len(golds)} spans")
+    if not hit:
+        return Verdict(False, "multi_span", f"0/{len(golds)} spans")
+    return Verdict(None, "multi_span", f"{len(hit)}/{len(golds)} spans, {len(extra)} extra")
+
+
+def _check_labels(predicted: str, gold: str, labelset: LabelSet, method: str) -> Verdict | None:
+    gold_label = extract_label(gold, labelset)
+    if gold_label is None:
+        return None
+    pred_label = extract_label(predicted, labelset)
+    if pred_label is None:
+        return Verdict(None, method, "no single label in the prediction")
+    return Verdict(pred_label == gold_label, method, f"{pred_label!r} vs {gold_label!r}")
+
+
+def _check_choice(predicted: str, gold: str, labelset: LabelSet | None) -> Verdict | None:
+    letters = re.sub(r"[\s,、;()]|and|和", "", predicted.strip().rstrip("."))
+    if re.fullmatch(r"[A-H]{2,}", gold.strip()) and re.fullmatch(r"[A-H]+", letters):
+        same = sorted(set(letters)) == sorted(set(gold.strip()))
+        return Verdict(same, "choice", f"{letters!r} vs {gold.strip()!r}")
+    return _check_labels(predicted, gold, labelset or _LETTERS, "choice")
+
+
+def _auto_type(gold: str) -> str:
+    if _sole_amount(gold):
+        return "number"
+    if re.fullmatch(r"\(?[A-H]\)?\.?", gold.strip()):
+        return "choice"
+    if extract_label(gold, YES_NO) and len(gold.split()) <= 2:
+        return "yes_no"
+    return "text"
+
+
+def check_answer(
+    predicted: str | None,
+    gold: str,
+    answer_type: str = "auto",
+    *,
+    rel_tol: float = 1e-2,
+    abs_tol: float = 1e-6,
+    scale: str | None = None,
+    labelset: LabelSet | None = None,
+    f1_accept: float = 0.8,
+    f1_reject: float = 0.2,
+) -> Verdict:
+    """Check a predicted answer against the gold by rules.
+
+    Args:
+        predicted: the extracted answer (see ``extract_answer``); None/empty is wrong.
+        gold: the gold answer text.
+        answer_type: number | percent | yes_no | choice | label | span | multi_span | text |
+            auto (inferred from the gold); aliases in ``ANSWER_TYPES``.
+        rel_tol, abs_tol: numeric tolerance (rounded answers are also accepted, see module doc).
+        scale: the gold's unit (TAT-QA ``scale``: thousand, million, billion, percent, 万, 亿).
+        labelset: labels for ``label``/``choice`` (default: sentiment or letters A-H).
+        f1_accept, f1_reject: token-F1 bounds deciding spans; between them -> None.
+
+    Returns:
+        Verdict(correct, method, detail); correct None means "ask a judge".
+
+    Raises:
+        ValueError: unknown ``answer_type``.
+    """
+    kind = normalize_answer_type(answer_type)
+    if predicted is None or not str(predicted).strip():
+        return Verdict(False, "empty", "no answer extracted")
+    predicted, gold = str(predicted).strip(), str(gold).strip()
+    gold_amount = _sole_amount(gold)
+    if kind == "auto" or (kind in ("number", "percent") and gold_amount is None):
+        kind = _auto_type(gold)
+    if kind in ("yes_no", "choice", "label"):
+        if kind == "yes_no":
+            verdict = _check_labels(predicted, gold, YES_NO, "yes_no")
+        elif kind == "choice":
+            verdict = _check_choice(predicted, gold, labelset)
+        else:
+            verdict = _check_labels(predicted, gold, labelset or SENTIMENT, "label")
+        if verdict is not None:
+            return verdict
+        if _norm(predicted) == _norm(gold):
+            return Verdict(True, "text:exact")
+        short = len(_tokens(predicted)) <= 3
+        return Verdict(False if short else None, "label:text", "gold not in the label set")
+    if gold_amount is not None and kind in ("number", "percent", "span", "text"):
+        return _check_number(predicted, gold_amount, kind, scale, rel_tol, abs_tol)
+    if kind == "multi_span":
+        return _check_multi_span(predicted, gold, f1_accept)
+    return _check_span(predicted, gold, kind == "span", f1_accept, f1_reject)

@@ -1,0 +1,118 @@
+"""Stages ``ingest`` (files or a HF dataset -> Document) and ``chunk`` (Document -> Passage)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from fingen.ingest import (
+    CFBENCHMARK_FIELDS,
+    FINANCEBENCH_FIELDS,
+    FieldMap,
+    IngestOptions,
+    chunk_document,
+    iter_documents,
+    load_hf,
+)
+from fingen.records import Document, Failure, Passage
+from fingen.stages.base import StageContext, StageParams, stage
+
+__all__ = ["ChunkParams", "IngestParams", "chunk", "ingest"]
+
+_PRESETS = {"financebench": FINANCEBENCH_FIELDS, "cfbenchmark": CFBENCHMARK_FIELDS}
+
+
+class HFSource(StageParams):
+    name: str = Field(description="hub name, data-files folder or a save_to_disk folder")
+    split: str = "train"
+
+
+class IngestParams(StageParams):
+    paths: list[str] = Field(default_factory=list, description="files or directories")
+    hf: HFSource | None = None
+    preset: Literal["none", "financebench", "cfbenchmark"] = "none"
+    fields: FieldMap | None = None
+    lang: str | None = None
+    limit: int | None = Field(None, ge=1)
+    skip: int = Field(0, ge=0, description="skip this many documents first")
+    min_chars: int = Field(0, ge=0, description="shorter documents are skipped as 'too_short'")
+    max_bytes: int = Field(50 * 1024 * 1024, gt=0)
+
+
+def _resolve(path: str) -> Path:
+    return Path(os.path.expandvars(os.path.expanduser(path)))
+
+
+def _source(params: IngestParams) -> Iterator[Document | Failure]:
+    fields = params.fields or _PRESETS.get(params.preset) or FieldMap()
+    limit = params.limit + params.skip if params.limit else None
+    options = IngestOptions(fields=fields, lang=params.lang, max_bytes=params.max_bytes, limit=limit)
+    if params.hf is not None:
+        yield from load_hf(params.hf.name, params.hf.split, fields, options=options)
+    if params.paths:
+        yield from iter_documents([_resolve(p) for p in params.paths], options=options)
+
+
+@stage(IngestParams)
+def ingest(ctx: StageContext, params: IngestParams) -> None:
+    """Read documents; bad files are skipped and reported, never fatal."""
+    from fingen.errors import ConfigError
+
+    if not params.paths and params.hf is None:
+        raise ConfigError("give 'paths' or 'hf'", where=f"stages.{ctx.key}.params")
+    bar = ctx.progress("documents")
+    seen = 0
+    langs: dict[str, int] = {}
+    for item in _source(params):
+        ctx.stats.inputs += 1
+        if isinstance(item, Failure):
+            ctx.fail(item)
+            continue
+        seen += 1
+        if seen <= params.skip:
+            ctx.stats.inputs -= 1
+            continue
+        if len(item.text.strip()) < params.min_chars:
+            ctx.fail(Failure(stage=ctx.key, item_id=item.doc_id, reason="too_short",
+                             detail=f"{len(item.text.strip())} < {params.min_chars} chars"))
+            continue
+        ctx.output().write(item)
+        ctx.stats.succeeded += 1
+        langs[item.lang] = langs.get(item.lang, 0) + 1
+        bar.advance()
+    ctx.stats.extra["languages"] = langs
+
+
+class ChunkParams(StageParams):
+    input: str = "ingest"
+    max_chars: int | None = Field(None, gt=0, description="default 1200 (en) / 600 (zh)")
+    overlap_sentences: int = Field(0, ge=0)
+    min_chars: int | None = Field(None, ge=0)
+
+
+@stage(ChunkParams)
+def chunk(ctx: StageContext, params: ChunkParams) -> None:
+    """Split documents into passages of whole sentences, keeping sentence offsets."""
+    bar = ctx.progress("passages")
+    out = ctx.output()
+    for doc in ctx.read(params.input, Document):
+        ctx.stats.inputs += 1
+        try:
+            passages = chunk_document(
+                doc, max_chars=params.max_chars, overlap_sentences=params.overlap_sentences,
+                min_chars=params.min_chars,
+            )
+        except ValueError as exc:
+            ctx.fail(Failure(stage=ctx.key, item_id=doc.doc_id, reason="chunk_error", detail=str(exc)))
+            continue
+        if not passages:
+            ctx.fail(Failure(stage=ctx.key, item_id=doc.doc_id, reason="no_passages"))
+            continue
+        for p in passages:
+            out.write(p)
+        ctx.stats.succeeded += 1
+        bar.advance()
