@@ -11,16 +11,47 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 from fingen.llm.base import ChatRequest, Completion
 
 __all__ = ["RequestCache", "request_key"]
 
 
+_schema_digests: dict[int, tuple[dict[str, Any], str]] = {}
+
+
+def _schema_digest(schema: dict[str, Any] | None) -> str:
+    # Schemas are shared objects (one per response model), so hash each once.
+    if schema is None:
+        return ""
+    hit = _schema_digests.get(id(schema))
+    if hit is None or hit[0] is not schema:
+        blob = json.dumps(schema, sort_keys=True, ensure_ascii=False)
+        hit = (schema, hashlib.sha256(blob.encode("utf-8")).hexdigest())
+        if len(_schema_digests) > 1024:
+            _schema_digests.clear()
+        _schema_digests[id(schema)] = hit
+    return hit[1]
+
+
 def request_key(model: str, request: ChatRequest) -> str:
     """The cache key of a request to ``model``: every field that changes the answer."""
-    payload = request.model_dump(mode="json", exclude_defaults=False)
-    blob = json.dumps([model, payload], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    r = request
+    payload = [
+        model,
+        r.messages,
+        r.temperature,
+        r.max_tokens,
+        r.top_p,
+        r.seed,
+        r.stop,
+        _schema_digest(r.json_schema),
+        r.schema_name,
+        r.sample_idx,
+        r.extra,
+    ]
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

@@ -107,11 +107,18 @@ class OpenAICompatBackend:
         body.update(req.extra)
         return body
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        backoff = self.backoff_s * (2 ** (state.attempt_number - 1))
+    def _delay(self, attempt: int, exc: BaseException | None) -> float:
+        """Exponential backoff after failed attempt ``attempt``, at least the Retry-After hint."""
+        backoff = self.backoff_s * (2 ** (attempt - 1))
         hint = getattr(exc, "retry_after", None)
         return min(60.0, max(backoff, hint or 0.0))
+
+    async def _attempt(self, data: bytes, tokens: int) -> Completion:
+        if self.limiter.active:
+            await self.limiter.acquire(tokens)
+        assert self._sem is not None
+        async with self._sem:
+            return await self._post(data)
 
     async def complete(self, request: ChatRequest) -> Completion:
         if self._session is None:
@@ -120,7 +127,17 @@ class OpenAICompatBackend:
             self._sem = asyncio.Semaphore(self.concurrency)
         data = json.dumps(self._body(request), ensure_ascii=False).encode("utf-8")
         estimate = sum(len(m.get("content", "")) for m in request.messages) // 4
-        attempts = 0
+        try:  # fast path: one attempt, no retry machinery
+            return await self._attempt(data, estimate + request.max_tokens)
+        except _Retryable as first:
+            if self.max_retries == 0:
+                raise TransportError(
+                    f"{first} (no retries configured)", status=first.status, attempts=1
+                ) from None
+            if self.on_retry:
+                self.on_retry()
+            await asyncio.sleep(self._delay(1, first))
+        attempts = 1
 
         def before_sleep(_: RetryCallState) -> None:
             if self.on_retry:
@@ -128,19 +145,17 @@ class OpenAICompatBackend:
 
         try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.max_retries + 1),
-                wait=self._wait,
+                stop=stop_after_attempt(self.max_retries),
+                wait=lambda state: self._delay(
+                    state.attempt_number + 1, state.outcome.exception() if state.outcome else None
+                ),
                 retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
                 before_sleep=before_sleep,
                 reraise=True,
             ):
                 with attempt:
                     attempts += 1
-                    if self.limiter.active:
-                        await self.limiter.acquire(estimate + request.max_tokens)
-                    assert self._sem is not None
-                    async with self._sem:
-                        return await self._post(data)
+                    return await self._attempt(data, estimate + request.max_tokens)
         except _Retryable as exc:
             raise TransportError(
                 f"{exc} (gave up after {attempts} attempts)", status=exc.status, attempts=attempts

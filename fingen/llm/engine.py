@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -69,6 +70,13 @@ class StructuredResult:
     value: BaseModel
     completion: Completion
     reasks: int
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_of(model: type[BaseModel]) -> tuple[dict[str, Any], str]:
+    """A model's JSON schema and its prompt instruction, computed once per class."""
+    schema = model.model_json_schema()
+    return schema, schema_instruction(schema)
 
 
 class _LoopThread:
@@ -182,14 +190,11 @@ class LLMEngine:
         Raises StructuredOutputError with reason ``truncated``, ``invalid_json`` or
         ``schema_mismatch`` and the raw text when the reply still does not fit.
         """
-        schema = model.model_json_schema()
+        schema, instruction = _schema_of(model)
         messages = list(request.messages)
         if self.config.schema_in_prompt:
             last = messages[-1]
-            messages[-1] = {
-                **last,
-                "content": last["content"] + "\n\n" + schema_instruction(schema),
-            }
+            messages[-1] = {**last, "content": last["content"] + "\n\n" + instruction}
         req = request.model_copy(update={"json_schema": schema, "schema_name": model.__name__})
         for attempt in range(self.config.max_reasks + 1):
             completion = await self.chat(req.model_copy(update={"messages": messages}))

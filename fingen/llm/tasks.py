@@ -15,7 +15,8 @@ among its outputs to reject single rows; both are counted, never silently droppe
 
 from __future__ import annotations
 
-from collections import deque
+import asyncio
+import queue
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -112,6 +113,60 @@ async def _run_one(task: Any, item: Any, llm: LLMEngine) -> TaskResult:
     return result
 
 
+_END = object()
+
+
+class _Raised:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+async def _drive(
+    task: Any, items: Iterable[Any], llm: LLMEngine, window: int, out: queue.SimpleQueue
+) -> None:
+    """Inside the engine's loop: keep ``window`` items in flight, emit results in input order."""
+    slots = asyncio.Semaphore(window)  # released when a result leaves, bounding memory too
+    done: dict[int, TaskResult] = {}
+    next_out = 0
+    budget: list[BudgetExceeded] = []
+    running: set[asyncio.Task] = set()
+
+    def emit() -> None:
+        nonlocal next_out
+        while next_out in done:
+            out.put(done.pop(next_out))
+            next_out += 1
+            slots.release()
+
+    async def one(index: int, item: Any) -> None:
+        try:
+            done[index] = await _run_one(task, item, llm)
+        except BudgetExceeded as exc:
+            budget.append(exc)
+            done[index] = None  # type: ignore[assignment]
+        emit()
+
+    try:
+        for index, item in enumerate(items):
+            await slots.acquire()
+            if budget:
+                break
+            t = asyncio.ensure_future(one(index, item))
+            running.add(t)
+            t.add_done_callback(running.discard)
+        if running:
+            await asyncio.gather(*running)
+        if budget:
+            out.put(_Raised(budget[0]))
+    except BaseException as exc:  # items raised, or cancelled by a closed consumer
+        for t in running:
+            t.cancel()
+        out.put(_Raised(exc))
+        raise
+    finally:
+        out.put(_END)
+
+
 def run_task(
     task: LLMTask[ItemT, OutT],
     items: Iterable[ItemT],
@@ -120,34 +175,27 @@ def run_task(
     window: int | None = None,
     on_result: Callable[[TaskResult[ItemT, OutT]], None] | None = None,
 ) -> Iterator[TaskResult[ItemT, OutT]]:
-    """Run ``task`` over ``items`` with up to ``window`` requests in flight; yields in input order.
+    """Run ``task`` over ``items`` with up to ``window`` items in flight; yields in input order.
 
-    Streams: items are pulled lazily and results leave as soon as they are next in order.
-    Raises BudgetExceeded after yielding everything that finished before the budget ran out.
+    Streams: items are pulled lazily (on the engine's loop thread) and each result leaves as
+    soon as it is next in order. Raises BudgetExceeded after yielding everything that
+    finished before the budget ran out.
     """
     window = window or max(4, llm.concurrency * 2)
-    pending: deque[Any] = deque()
-    it = iter(items)
-    exhausted = False
-    budget_error: BudgetExceeded | None = None
-    while True:
-        while not exhausted and budget_error is None and len(pending) < window:
-            try:
-                item = next(it)
-            except StopIteration:
-                exhausted = True
+    out: queue.SimpleQueue = queue.SimpleQueue()
+    future = llm.submit(_drive(task, items, llm, window, out))
+    try:
+        while True:
+            msg = out.get()
+            if msg is _END:
                 break
-            pending.append(llm.submit(_run_one(task, item, llm)))
-        if not pending:
-            break
-        future = pending.popleft()
-        try:
-            result = future.result()
-        except BudgetExceeded as exc:
-            budget_error = budget_error or exc
-            continue
-        if on_result is not None:
-            on_result(result)
-        yield result
-    if budget_error is not None:
-        raise budget_error
+            if isinstance(msg, _Raised):
+                raise msg.exc
+            if msg is None:  # an item stopped by the budget
+                continue
+            if on_result is not None:
+                on_result(msg)
+            yield msg
+    finally:
+        if not future.done():
+            future.cancel()

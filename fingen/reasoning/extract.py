@@ -166,7 +166,9 @@ class LabelSet:
             raise ValueError(f"LabelSet needs labels; synonyms for unknown labels: {unknown}")
 
     @classmethod
-    def of(cls, labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None) -> LabelSet:
+    def of(
+        cls, labels: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None
+    ) -> LabelSet:
         """Build from lists: ``LabelSet.of(["up", "down"], {"up": ["涨"]})``."""
         syn = {k: tuple(v) for k, v in (synonyms or {}).items()}
         return cls(tuple(labels), syn)

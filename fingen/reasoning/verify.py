@@ -21,10 +21,17 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from fingen.reasoning.extract import CHOICES, SENTIMENT, YES_NO, LabelSet, extract_label
+from fingen.reasoning.extract import SENTIMENT, YES_NO, LabelSet, extract_label
 from fingen.reasoning.numbers import SCALES, Amount, normalize_text_numbers, parse_amounts
 
-__all__ = ["ANSWER_TYPES", "Verdict", "check_answer", "normalize_answer_type", "token_f1"]
+__all__ = [
+    "ANSWER_TYPES",
+    "Verdict",
+    "check_answer",
+    "infer_answer_type",
+    "normalize_answer_type",
+    "token_f1",
+]
 
 #: Accepted answer types and their aliases (TAT-QA's arithmetic/count are numbers).
 ANSWER_TYPES: dict[str, str] = {
@@ -67,7 +74,9 @@ def _sole_amount(text: str) -> Amount | None:
     if len(amounts) != 1:
         return None
     rest = normalize_text_numbers(text).replace(amounts[0].text, " ", 1)
-    rest = re.sub(r"(?i)\b(?:approximately|approx|about|around|roughly|usd|rmb|dollars?)\b", "", rest)
+    rest = re.sub(
+        r"(?i)\b(?:approximately|approx|about|around|roughly|usd|rmb|dollars?)\b", "", rest
+    )
     return amounts[0] if not re.search(r"[A-Za-z\u4e00-\u9fff]", rest) else None
 
 
@@ -103,7 +112,12 @@ def _match(p: _Reading, g: _Reading, rel_tol: float, abs_tol: float) -> str | No
 
 
 def _check_number(
-    predicted: str, gold: Amount, answer_type: str, scale: str | None, rel_tol: float, abs_tol: float
+    predicted: str,
+    gold: Amount,
+    answer_type: str,
+    scale: str | None,
+    rel_tol: float,
+    abs_tol: float,
 ) -> Verdict:
     if "=" in predicted and parse_amounts(predicted.rsplit("=", 1)[1]):
         predicted = predicted.rsplit("=", 1)[1]  # "5829 - 5735 = 94" -> "94"
@@ -160,7 +174,9 @@ def token_f1(predicted: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _check_span(predicted: str, gold: str, extractive: bool, accept: float, reject: float) -> Verdict:
+def _check_span(
+    predicted: str, gold: str, extractive: bool, accept: float, reject: float
+) -> Verdict:
     if _norm(predicted) == _norm(gold):
         return Verdict(True, "text:exact")
     f1 = token_f1(predicted, gold)
@@ -216,7 +232,8 @@ def _check_choice(predicted: str, gold: str, labelset: LabelSet | None) -> Verdi
     return _check_labels(predicted, gold, labelset or _LETTERS, "choice")
 
 
-def _auto_type(gold: str) -> str:
+def infer_answer_type(gold: str) -> str:
+    """number, choice, yes_no or text, judged from the gold answer alone."""
     if _sole_amount(gold):
         return "number"
     if re.fullmatch(r"\(?[A-H]\)?\.?", gold.strip()):
@@ -262,7 +279,7 @@ def check_answer(
     predicted, gold = str(predicted).strip(), str(gold).strip()
     gold_amount = _sole_amount(gold)
     if kind == "auto" or (kind in ("number", "percent") and gold_amount is None):
-        kind = _auto_type(gold)
+        kind = infer_answer_type(gold)
     if kind in ("yes_no", "choice", "label"):
         if kind == "yes_no":
             verdict = _check_labels(predicted, gold, YES_NO, "yes_no")
