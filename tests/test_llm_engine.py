@@ -48,7 +48,11 @@ def ask(engine, text: str = "hello") -> ChatRequest:
 
 
 def test_retries_recover_from_500_and_429_with_retry_after(tmp_path: Path) -> None:
-    actions = [{"status": 500}, {"status": 429, "retry_after": 0.3}, {"json": {"question": "q?", "score": 1}}]
+    actions = [
+        {"status": 500},
+        {"status": 429, "retry_after": 0.3},
+        {"json": {"question": "q?", "score": 1}},
+    ]
     with ScriptedServer(actions=actions) as srv, engine_for(srv, tmp_path) as engine:
         t0 = time.perf_counter()
         result = engine.run(engine.structured(ask(engine), Answer))
@@ -61,7 +65,10 @@ def test_retries_recover_from_500_and_429_with_retry_after(tmp_path: Path) -> No
 
 
 def test_retries_are_capped_and_raise_transport_error(tmp_path: Path) -> None:
-    with ScriptedServer(default={"status": 503}) as srv, engine_for(srv, tmp_path, max_retries=2) as engine:
+    with (
+        ScriptedServer(default={"status": 503}) as srv,
+        engine_for(srv, tmp_path, max_retries=2) as engine,
+    ):
         with pytest.raises(TransportError) as info:
             engine.run(engine.chat(ask(engine)))
         assert info.value.attempts == 3 and info.value.status == 503
@@ -69,7 +76,10 @@ def test_retries_are_capped_and_raise_transport_error(tmp_path: Path) -> None:
 
 
 def test_client_error_is_not_retried(tmp_path: Path) -> None:
-    with ScriptedServer(default={"status": 400, "error": "bad"}) as srv, engine_for(srv, tmp_path) as engine:
+    with (
+        ScriptedServer(default={"status": 400, "error": "bad"}) as srv,
+        engine_for(srv, tmp_path) as engine,
+    ):
         with pytest.raises(TransportError):
             engine.run(engine.chat(ask(engine)))
         assert srv.count == 1
@@ -87,7 +97,10 @@ def test_malformed_json_is_reasked_with_the_error(tmp_path: Path) -> None:
 
 
 def test_schema_mismatch_after_reasks_keeps_raw_text(tmp_path: Path) -> None:
-    with ScriptedServer(default={"json": {"question": "q?"}}) as srv, engine_for(srv, tmp_path, max_reasks=1) as engine:
+    with (
+        ScriptedServer(default={"json": {"question": "q?"}}) as srv,
+        engine_for(srv, tmp_path, max_reasks=1) as engine,
+    ):
         with pytest.raises(StructuredOutputError) as info:
             engine.run(engine.structured(ask(engine), Answer))
         assert info.value.reason == "schema_mismatch"
@@ -96,7 +109,9 @@ def test_schema_mismatch_after_reasks_keeps_raw_text(tmp_path: Path) -> None:
 
 
 def test_truncated_output_is_its_own_failure(tmp_path: Path) -> None:
-    with ScriptedServer(default={"json": {"question": "q" * 50, "score": 1}, "truncate": True}) as srv:
+    with ScriptedServer(
+        default={"json": {"question": "q" * 50, "score": 1}, "truncate": True}
+    ) as srv:
         with engine_for(srv, tmp_path) as engine:
             with pytest.raises(StructuredOutputError) as info:
                 engine.run(engine.structured(ask(engine), Answer))
@@ -105,7 +120,10 @@ def test_truncated_output_is_its_own_failure(tmp_path: Path) -> None:
 
 
 def test_llama_cpp_style_sends_json_object_with_schema(tmp_path: Path) -> None:
-    with ScriptedServer() as srv, engine_for(srv, tmp_path, schema_style="json_object_schema") as engine:
+    with (
+        ScriptedServer() as srv,
+        engine_for(srv, tmp_path, schema_style="json_object_schema") as engine,
+    ):
         engine.run(engine.structured(ask(engine), Answer))
         fmt = srv.requests[0]["response_format"]
         assert fmt["type"] == "json_object" and fmt["schema"]["title"] == "Answer"
@@ -145,10 +163,16 @@ def test_run_task_counts_every_item_and_keeps_failures(tmp_path: Path) -> None:
 
 
 def test_budget_stops_cleanly_and_keeps_finished_results(tmp_path: Path) -> None:
-    body = {"json": {"question": "q?", "score": 1}, "usage": {"prompt_tokens": 60, "completion_tokens": 40}}
+    body = {
+        "json": {"question": "q?", "score": 1},
+        "usage": {"prompt_tokens": 60, "completion_tokens": 40},
+    }
     with ScriptedServer(default=body) as srv:
-        cfg = {"budget": BudgetConfig(max_tokens=250), "concurrency": 1,
-               "prices": PricesConfig(input_per_mtok=1.0, output_per_mtok=2.0)}
+        cfg = {
+            "budget": BudgetConfig(max_tokens=250),
+            "concurrency": 1,
+            "prices": PricesConfig(input_per_mtok=1.0, output_per_mtok=2.0),
+        }
         with engine_for(srv, tmp_path, **cfg) as engine:
             done = []
             with pytest.raises(BudgetExceeded):

@@ -25,6 +25,7 @@ ABBREVIATIONS = frozenset(
     """.split()
 )
 _INITIALS_RE = re.compile(r"(?:[a-z]\.)*[a-z]")
+_ENUMERATOR_RE = re.compile(r"\(?(?:\d{1,3}|[ivxIVX]{1,4})\)?")
 _EN_END_RE = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s+[\"'“‘(\[]?[A-Z0-9])")
 _ZH_END_RE = re.compile(r"(?:[。！？；!?]|…+)+[”’\"'」』）)】》〉]*")
 _OPENERS = "\"'“‘([{"
@@ -49,11 +50,13 @@ def _is_abbreviation(text: str, dot: int) -> bool:
 
 
 def _en_ends(block: str) -> list[int]:
-    ends = []
+    ends: list[int] = []
     for m in _EN_END_RE.finditer(block):
         terminator = m.group(0).rstrip("\"'”’)]")
         if terminator == "." and _is_abbreviation(block, m.start()):
             continue
+        if _ENUMERATOR_RE.fullmatch(block[ends[-1] if ends else 0 : m.start()].strip()):
+            continue  # "1. First item": a list number, not a sentence
         ends.append(m.end())
     return ends
 

@@ -9,7 +9,8 @@ Numbers are compared as sets of readings: ``9.86%`` reads as 9.86 and 0.0986; fo
 also reads in that unit and in thousands/millions when the gold's unit is unknown; with a known
 ``scale`` the gold also reads as ``gold * scale``. Two readings match within
 ``abs_tol + rel_tol * |gold|``, or when they agree at the coarser of the two written precisions
-and differ by at most 5 % (``56%`` for 0.56197, ``2.1`` for 2.14).
+and differ by at most 5 % (``56%`` for 0.56197, ``2.1`` for 2.14). Years (1900-2100 integers)
+and numeric spans get no relative tolerance: 2018 is not 2019.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from fingen.reasoning.extract import SENTIMENT, YES_NO, LabelSet, extract_label
@@ -101,6 +101,10 @@ def _readings(
     return out
 
 
+def _year_like(a: Amount) -> bool:
+    return a.decimals == 0 and a.scale_word is None and not a.percent and 1900 <= a.value <= 2100
+
+
 def _match(p: _Reading, g: _Reading, rel_tol: float, abs_tol: float) -> str | None:
     diff = abs(p.value - g.value)
     if diff <= abs_tol + rel_tol * abs(g.value):
@@ -144,6 +148,9 @@ def _check_number(
             if how:
                 hits.append((idx, how, p.text))
                 break
+    other_years = [p for p in preds[1:] if _year_like(p) and p.value != gold.value]
+    if hits and hits[0][0] == 0 and _year_like(gold) and other_years:
+        return Verdict(None, "number:ambiguous", f"several years: {other_years[0].text!r}")
     if hits and hits[0][0] == 0:
         return Verdict(True, f"number:{hits[0][1]}", f"{hits[0][2]!r} ~ {gold.text!r}")
     if hits:
@@ -188,30 +195,22 @@ def _check_span(
     return Verdict(None, "text:undecided", f"f1={f1:.2f}")
 
 
-def _split_items(text: str, *, strict: bool = False) -> list[str]:
-    """Items of a list answer; ``strict`` splits only on ";" and newlines when it has them."""
-    if strict and re.search(r"[;\n]", text):
-        parts = re.split(r"\s*[;\n]\s*", text)
-    else:
-        parts = re.split(r"\s*(?:[;\n、]|,\s+|\s+and\s+|\s+&\s+)\s*", text)
-    return [p for p in (p.strip(" .") for p in parts) if p]
+_CONNECTORS = {"and", "or", "both", "as", "well", "和", "及", "以", "与"}
 
 
-def _check_multi_span(predicted: str, gold: str, accept: float) -> Verdict:
-    golds, preds = _split_items(gold, strict=True), _split_items(predicted)
-    if not preds:
-        return Verdict(False, "multi_span", "empty prediction")
-
-    def found(item: str, pool: Sequence[str]) -> bool:
-        return any(_norm(item) == _norm(x) or token_f1(item, x) >= accept for x in pool)
-
-    hit = [g for g in golds if found(g, preds)]
-    extra = [p for p in preds if not found(p, golds)]
-    if len(hit) == len(golds) and not extra:
-        return Verdict(True, "multi_span", f"{len(hit)}/{len(golds)} spans")
-    if not hit:
-        return Verdict(False, "multi_span", f"0/{len(golds)} spans")
-    return Verdict(None, "multi_span", f"{len(hit)}/{len(golds)} spans, {len(extra)} extra")
+def _check_multi_span(predicted: str, gold: str, reject: float) -> Verdict:
+    """Each gold item (split on ";"/newlines) must appear in the prediction, and nothing else."""
+    golds = [g for g in (_norm(x) for x in re.split(r"[;\n]", gold)) if g]
+    text = f" {_norm(predicted)} "
+    found = [g for g in golds if f" {g} " in text]
+    for g in sorted(found, key=len, reverse=True):
+        text = text.replace(f" {g} ", " ", 1)
+    extra = [t for t in text.split() if t not in _CONNECTORS]
+    if len(found) == len(golds) and not extra:
+        return Verdict(True, "multi_span", f"{len(found)}/{len(golds)} items")
+    if not found and token_f1(predicted, gold) <= reject:
+        return Verdict(False, "multi_span", f"0/{len(golds)} items")
+    return Verdict(None, "multi_span", f"{len(found)}/{len(golds)} items, {len(extra)} extra tokens")
 
 
 def _check_labels(predicted: str, gold: str, labelset: LabelSet, method: str) -> Verdict | None:
@@ -294,7 +293,9 @@ def check_answer(
         short = len(_tokens(predicted)) <= 3
         return Verdict(False if short else None, "label:text", "gold not in the label set")
     if gold_amount is not None and kind in ("number", "percent", "span", "text"):
+        if _year_like(gold_amount) or kind == "span":  # 2019 is not 2018; spans are copied
+            rel_tol = 0.0
         return _check_number(predicted, gold_amount, kind, scale, rel_tol, abs_tol)
     if kind == "multi_span":
-        return _check_multi_span(predicted, gold, f1_accept)
+        return _check_multi_span(predicted, gold, f1_reject)
     return _check_span(predicted, gold, kind == "span", f1_accept, f1_reject)

@@ -50,7 +50,9 @@ def _resolve(path: str) -> Path:
 def _source(params: IngestParams) -> Iterator[Document | Failure]:
     fields = params.fields or _PRESETS.get(params.preset) or FieldMap()
     limit = params.limit + params.skip if params.limit else None
-    options = IngestOptions(fields=fields, lang=params.lang, max_bytes=params.max_bytes, limit=limit)
+    options = IngestOptions(
+        fields=fields, lang=params.lang, max_bytes=params.max_bytes, limit=limit
+    )
     if params.hf is not None:
         yield from load_hf(params.hf.name, params.hf.split, fields, options=options)
     if params.paths:
@@ -77,8 +79,14 @@ def ingest(ctx: StageContext, params: IngestParams) -> None:
             ctx.stats.inputs -= 1
             continue
         if len(item.text.strip()) < params.min_chars:
-            ctx.fail(Failure(stage=ctx.key, item_id=item.doc_id, reason="too_short",
-                             detail=f"{len(item.text.strip())} < {params.min_chars} chars"))
+            ctx.fail(
+                Failure(
+                    stage=ctx.key,
+                    item_id=item.doc_id,
+                    reason="too_short",
+                    detail=f"{len(item.text.strip())} < {params.min_chars} chars",
+                )
+            )
             continue
         ctx.output().write(item)
         ctx.stats.succeeded += 1
@@ -103,11 +111,15 @@ def chunk(ctx: StageContext, params: ChunkParams) -> None:
         ctx.stats.inputs += 1
         try:
             passages = chunk_document(
-                doc, max_chars=params.max_chars, overlap_sentences=params.overlap_sentences,
+                doc,
+                max_chars=params.max_chars,
+                overlap_sentences=params.overlap_sentences,
                 min_chars=params.min_chars,
             )
         except ValueError as exc:
-            ctx.fail(Failure(stage=ctx.key, item_id=doc.doc_id, reason="chunk_error", detail=str(exc)))
+            ctx.fail(
+                Failure(stage=ctx.key, item_id=doc.doc_id, reason="chunk_error", detail=str(exc))
+            )
             continue
         if not passages:
             ctx.fail(Failure(stage=ctx.key, item_id=doc.doc_id, reason="no_passages"))

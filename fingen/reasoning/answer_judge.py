@@ -1,0 +1,122 @@
+"""Round 1 of Fin-R1's filter: the answer check. Rules first, an LLM judge (0/1) for the rest.
+
+:func:`rule_check` runs :func:`fingen.reasoning.verify.check_answer` on a sample's extracted
+answer (the item's ``answer_type`` and TAT-QA ``scale``; a FinQA-style ``program`` is executed
+as a second gold reading). It sets ``correct`` when the rules decide and leaves it None when
+they cannot (free text); :class:`AnswerJudgeTask` asks the LLM for those::
+
+    checked = [rule_check(items[s.qa_id], s) for s in samples]
+    undecided = [SamplePair(items[s.qa_id], s) for s, v in checked if v.correct is None]
+    for result in judge_answers(undecided, engine): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal, NamedTuple
+
+from pydantic import BaseModel, Field
+
+from fingen.llm.base import Completion
+from fingen.llm.engine import LLMEngine
+from fingen.llm.tasks import TaskResult, run_task
+from fingen.prompts import render
+from fingen.reasoning.numbers import format_number
+from fingen.reasoning.programs import ProgramError, execute_program
+from fingen.reasoning.verify import Verdict, check_answer
+from fingen.records import CoTSample, QAItem
+
+__all__ = [
+    "AnswerJudgeTask",
+    "AnswerJudgement",
+    "SamplePair",
+    "judge_answers",
+    "program_gold",
+    "rule_check",
+]
+
+
+class SamplePair(NamedTuple):
+    """A teacher sample with the question it answers (the item a judge sees)."""
+
+    item: QAItem
+    sample: CoTSample
+
+
+def program_gold(item: QAItem) -> str | None:
+    """The executed value of the item's program (with ``meta["table"]``), or None."""
+    if not item.program:
+        return None
+    try:
+        value = execute_program(item.program, item.meta.get("table") or None)
+    except ProgramError:
+        return None
+    return value if isinstance(value, str) else format_number(value)
+
+
+def rule_check(item: QAItem, sample: CoTSample) -> tuple[CoTSample, Verdict]:
+    """Check ``sample.answer`` against the gold by rules.
+
+    Returns the sample with ``correct`` set (None when undecided) and the rule's reason
+    appended to ``reasons``, and the verdict.
+    """
+    scale = item.meta.get("scale") or None
+    try:
+        verdict = check_answer(sample.answer, item.gold_answer, item.answer_type, scale=scale)
+    except ValueError as exc:  # an answer_type the rules do not know: let the judge decide
+        verdict = Verdict(None, "unknown_type", str(exc))
+    if verdict.correct is not True and sample.answer:
+        executed = program_gold(item)
+        if executed is not None and executed != item.gold_answer:
+            second = check_answer(sample.answer, executed, item.answer_type)
+            if second.correct is True:
+                verdict = Verdict(True, f"program:{second.method}", second.detail)
+    reason = f"answer_rule:{verdict.method}" + (f": {verdict.detail}" if verdict.detail else "")
+    updated = sample.model_copy(
+        update={"correct": verdict.correct, "reasons": [*sample.reasons, reason]}
+    )
+    return updated, verdict
+
+
+class AnswerJudgement(BaseModel):
+    """The judge's reply: a short reason, then 1 (agrees with the gold) or 0."""
+
+    reason: str = Field(description="one sentence")
+    correct: Literal[0, 1]
+
+
+class AnswerJudgeTask:
+    """LLM task: does a sample's final answer agree with the gold answer? (0/1)."""
+
+    name = "answer_judge"
+    response_model = AnswerJudgement
+
+    def __init__(self, lang: str = "en", *, template: str = "answer_judge") -> None:
+        self.lang, self.template = lang, template
+
+    def item_id(self, pair: SamplePair) -> str:
+        return pair.sample.sample_id
+
+    def build(self, pair: SamplePair) -> list[dict[str, str]]:
+        candidate = pair.sample.answer or ""
+        return render(
+            self.template,
+            self.lang,
+            question=pair.item.question,
+            gold=pair.item.gold_answer,
+            candidate=candidate,
+        )
+
+    def parse(self, pair: SamplePair, reply: Any, completion: Completion) -> list[CoTSample]:
+        judged: AnswerJudgement = reply
+        reason = f"answer_judge:{judged.correct}: {judged.reason.strip()}"[:500]
+        sample = pair.sample
+        update = {"correct": bool(judged.correct), "reasons": [*sample.reasons, reason]}
+        return [sample.model_copy(update=update)]
+
+
+def judge_answers(
+    pairs: Iterable[SamplePair], llm: LLMEngine, *, lang: str = "en"
+) -> Iterator[TaskResult[SamplePair, CoTSample]]:
+    """Run the answer judge over the pairs the rules left undecided."""
+    return run_task(AnswerJudgeTask(lang), pairs, llm)

@@ -1,0 +1,125 @@
+"""Configuration errors name the key; the CLI prints one line and exits 2 for user errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fingen.config import load_pipeline
+from fingen.errors import ConfigError
+from fingen.pipeline import validate_pipeline
+
+GOOD = """
+name: t
+llm: {backend: fake}
+stages:
+  - stage: ingest
+    params: {paths: [docs]}
+  - stage: chunk
+    params: {max_chars: 300}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def fingen(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fingen", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_unknown_top_level_key_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown key 'stagez'"):
+        load_pipeline(write(tmp_path, GOOD + "stagez: []\n"))
+
+
+def test_typo_in_llm_block_is_named_with_its_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"llm: unknown key 'temprature'"):
+        load_pipeline(
+            write(tmp_path, GOOD.replace("{backend: fake}", "{backend: fake, temprature: 0.2}"))
+        )
+
+
+def test_typo_in_stage_params_is_named_with_the_stage(tmp_path: Path) -> None:
+    config = load_pipeline(write(tmp_path, GOOD.replace("max_chars: 300", "max_char: 300")))
+    with pytest.raises(ConfigError, match=r"stages\[1\] \(chunk\)\.params: unknown key 'max_char'"):
+        validate_pipeline(config)
+
+
+def test_bad_value_and_unknown_stage_are_explained(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="llm.backend"):
+        load_pipeline(write(tmp_path, GOOD.replace("backend: fake", "backend: gpt")))
+    config = load_pipeline(write(tmp_path, GOOD.replace("stage: chunk", "stage: chunky")))
+    with pytest.raises(ConfigError, match="unknown stage 'chunky'"):
+        validate_pipeline(config)
+
+
+def test_set_overrides_reach_nested_keys_and_stages_by_id(tmp_path: Path) -> None:
+    config = load_pipeline(
+        write(tmp_path, GOOD),
+        ["llm.temperature=0.6", "stages.chunk.params.max_chars=500", "name=x"],
+    )
+    assert config.llm.temperature == 0.6
+    assert config.stages[1].params == {"max_chars": 500}
+    assert config.name == "x"
+
+
+def test_openai_backend_requires_base_url(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="base_url"):
+        load_pipeline(write(tmp_path, GOOD.replace("backend: fake", "backend: openai")))
+
+
+def test_cli_user_error_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("{backend: fake}", "{backend: fake, modle: x}"))
+    result = fingen("validate", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "unknown key 'modle'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    missing = fingen("run", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert missing.returncode == 2 and "not found" in missing.stderr
+    bad = fingen("validate", str(write(tmp_path, "name: [unclosed\n")), cwd=tmp_path)
+    assert bad.returncode == 2 and "invalid YAML" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_help_explains_every_command(tmp_path: Path) -> None:
+    result = fingen("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("run", "validate", "ingest"):
+        assert command in result.stdout
+    run_help = fingen("run", "--help", cwd=tmp_path)
+    assert "resume" in run_help.stdout.lower() and "--set" in run_help.stdout
+
+
+def test_cli_run_ingest_and_chunk_writes_manifest(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text(
+        "Revenue rose 8% in 2022. Margins fell slightly. " * 20, encoding="utf-8"
+    )
+    (docs / "empty.txt").write_text("", encoding="utf-8")
+    (docs / "bin.txt").write_bytes(b"\x00\x01\x02binary")
+    result = fingen("run", str(write(tmp_path, GOOD)), "--out", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    ingest = manifest["stages"]["ingest"]
+    assert ingest["inputs"] == ingest["succeeded"] + ingest["failed"] == 3
+    assert set(ingest["failures_by_reason"]) == {"empty", "binary"}
+    assert manifest["stages"]["chunk"]["outputs"]["main"] >= 2
+    assert manifest["status"] == "complete"
+    assert (tmp_path / "run" / "ingest.failures.jsonl").is_file()
