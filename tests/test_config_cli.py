@@ -58,7 +58,7 @@ def test_typo_in_stage_params_is_named_with_the_stage(tmp_path: Path) -> None:
 
 
 def test_bad_value_and_unknown_stage_are_explained(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="llm.backend"):
+    with pytest.raises(ConfigError, match=r"llm\.backend"):
         load_pipeline(write(tmp_path, GOOD.replace("backend: fake", "backend: gpt")))
     config = load_pipeline(write(tmp_path, GOOD.replace("stage: chunk", "stage: chunky")))
     with pytest.raises(ConfigError, match="unknown stage 'chunky'"):

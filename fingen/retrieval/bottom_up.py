@@ -1,0 +1,223 @@
+"""Bottom-up query generation (FinCPRG): one LLM call per passage gives sentence-level and
+passage-level queries together, each with a direct qrel to its source passage.
+
+The prompt shows the passage as numbered sentences (``[0] ...``, ``[1] ...``). A
+sentence-level query cites the sentence numbers it is answerable from and quotes the evidence
+span verbatim; a passage-level query needs the passage as a whole. Every row is checked (see
+``fingen.retrieval.checks``); a rejected row becomes a ``Failure`` with one of
+``REJECT_REASONS``, never a silent drop.
+
+Direct qrels have ``score=1``: "relevant by construction". Graded scores (2 = highly relevant)
+come only from judges, so exporters can tell labels by construction from judged ones by
+``kind`` and keep BEIR's binary convention for direct pairs.
+
+Example::
+
+    task = BottomUpTask(lang="en", model=llm.model, sentence_queries=2, passage_queries=1)
+    for result in run_task(task, passages, llm):
+        ...  # result.records: Query and Qrel; result.failures: rejected rows
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from fingen.llm.base import Completion
+from fingen.llm.tasks import RowRejected
+from fingen.prompts import load_prompt
+from fingen.records import Failure, Passage, Qrel, Query, QueryLevel, content_id
+from fingen.retrieval.checks import (
+    dedup_key,
+    find_span,
+    is_question,
+    language_matches,
+    ngram_overlap,
+)
+
+__all__ = [
+    "DIRECT_SCORE",
+    "REJECT_REASONS",
+    "BottomUpReply",
+    "BottomUpTask",
+    "PassageQuery",
+    "RowChecker",
+    "SentenceQuery",
+    "numbered_sentences",
+]
+
+DIRECT_SCORE = 1
+REJECT_REASONS = (
+    "bad_sentence_ids",
+    "span_not_verbatim",
+    "not_a_question",
+    "wrong_language",
+    "copies_passage",
+    "duplicate",
+    "over_quota",
+)
+
+
+class SentenceQuery(BaseModel):
+    question: str = Field(description="a question answerable from the cited sentences")
+    sentence_ids: list[int] = Field(description="numbers of the sentences that answer it")
+    evidence: str = Field(description="the answering text, copied verbatim from the passage")
+    answer: str = Field("", description="a short answer")
+
+
+class PassageQuery(BaseModel):
+    question: str = Field(description="a question that needs the passage as a whole")
+    answer: str = Field("", description="a short answer")
+
+
+class BottomUpReply(BaseModel):
+    sentence_queries: list[SentenceQuery] = Field(default_factory=list)
+    passage_queries: list[PassageQuery] = Field(default_factory=list)
+
+
+def numbered_sentences(passage: Passage) -> list[dict[str, Any]]:
+    """``[{"idx": i, "text": sentence}]`` for the prompt (the whole text when unsplit)."""
+    if not passage.sentences:
+        return [{"idx": 0, "text": " ".join(passage.text.split())}]
+    return [
+        {"idx": i, "text": " ".join(passage.sentence_text(i).split())}
+        for i in range(len(passage.sentences))
+    ]
+
+
+class RowChecker:
+    """Checks one generated query at a time against a source text; remembers what it saw.
+
+    ``check`` returns None when the row passes, else the rejection reason and a detail.
+    """
+
+    def __init__(self, source_text: str, lang: str, *, max_overlap: float = 0.8) -> None:
+        self.text, self.lang, self.max_overlap = source_text, lang, max_overlap
+        self.seen: set[str] = set()
+
+    def check(self, question: str) -> tuple[str, str] | None:
+        if not is_question(question, self.lang):
+            return "not_a_question", question
+        if not language_matches(question, self.lang):
+            return "wrong_language", f"expected {self.lang}: {question}"
+        overlap = ngram_overlap(question, self.text)
+        if overlap > self.max_overlap:
+            return "copies_passage", f"n-gram overlap {overlap:.2f} > {self.max_overlap}"
+        key = dedup_key(question)
+        if key in self.seen:
+            return "duplicate", question
+        self.seen.add(key)
+        return None
+
+
+class BottomUpTask:
+    """LLM task: Passage -> sentence- and passage-level Query records + direct Qrels.
+
+    Args:
+        lang: prompt and expected query language ("en" or "zh").
+        model: model name recorded in ``Query.origin``.
+        sentence_queries / passage_queries: how many of each the prompt asks for; extra ones
+            are cut and reported as ``over_quota`` failures.
+        max_overlap: reject a query whose token-trigram overlap with the passage exceeds this.
+        template: prompt template name (``prompts/<template>.<lang>.jinja``).
+    """
+
+    name = "bottom_up"
+    response_model = BottomUpReply
+
+    def __init__(
+        self,
+        *,
+        lang: str = "en",
+        model: str = "",
+        sentence_queries: int = 2,
+        passage_queries: int = 1,
+        max_overlap: float = 0.8,
+        template: str = "bottom_up",
+    ) -> None:
+        if sentence_queries < 0 or passage_queries < 0 or sentence_queries + passage_queries == 0:
+            raise ValueError("ask for at least one query (sentence_queries + passage_queries)")
+        self.lang, self.model, self.template = lang, model, template
+        self.sentence_queries, self.passage_queries = sentence_queries, passage_queries
+        self.max_overlap = max_overlap
+        self.origin = f"{load_prompt(template, lang).short_hash}@{model}"
+
+    def item_id(self, item: Passage) -> str:
+        return item.passage_id
+
+    def build(self, item: Passage) -> list[dict[str, str]]:
+        return load_prompt(self.template, self.lang).render(
+            title=item.title,
+            sentences=numbered_sentences(item),
+            n_sentence=self.sentence_queries,
+            n_passage=self.passage_queries,
+        )
+
+    def parse(
+        self, item: Passage, reply: BottomUpReply, completion: Completion
+    ) -> list[Query | Qrel | Failure]:
+        if not reply.sentence_queries and not reply.passage_queries:
+            raise RowRejected("no_queries", "the reply holds no query")
+        checker = RowChecker(item.text, self.lang, max_overlap=self.max_overlap)
+        n_sentences = max(1, len(item.sentences))
+        out: list[Query | Qrel | Failure] = []
+
+        def reject(reason: str, detail: str, row: BaseModel) -> None:
+            raw = row.model_dump_json()
+            out.append(Failure(stage=self.name, item_id=item.passage_id, reason=reason,
+                               detail=detail[:500], raw=raw))  # fmt: skip
+
+        for i, sq in enumerate(reply.sentence_queries):
+            if i >= self.sentence_queries:
+                reject("over_quota", f"sentence query {i + 1} > {self.sentence_queries}", sq)
+                continue
+            ids = sorted(set(sq.sentence_ids))
+            problem: tuple[str, str] | None = None
+            if not ids or ids[0] < 0 or ids[-1] >= n_sentences:
+                problem = ("bad_sentence_ids", f"{sq.sentence_ids} not in 0..{n_sentences - 1}")
+            elif find_span(sq.evidence, item.text) is None:
+                problem = ("span_not_verbatim", sq.evidence[:200] or "(empty span)")
+            else:
+                problem = checker.check(sq.question)
+            if problem is not None:
+                reject(*problem, sq)
+                continue
+            out += self._records(item, "sentence", sq.question, sq.answer, ids, sq.evidence)
+        for i, pq in enumerate(reply.passage_queries):
+            if i >= self.passage_queries:
+                reject("over_quota", f"passage query {i + 1} > {self.passage_queries}", pq)
+                continue
+            problem = checker.check(pq.question)
+            if problem is not None:
+                reject(*problem, pq)
+                continue
+            out += self._records(item, "passage", pq.question, pq.answer, None, None)
+        return out
+
+    def _records(
+        self,
+        item: Passage,
+        level: QueryLevel,
+        question: str,
+        answer: str,
+        ids: list[int] | None,
+        evidence: str | None,
+    ) -> list[Query | Qrel]:
+        text = " ".join(question.split())
+        query = Query(
+            query_id=content_id(text, level, item.passage_id),
+            text=text,
+            level=level,
+            lang=self.lang,
+            origin=self.origin,
+            source_passage_ids=[item.passage_id],
+            source_doc_ids=[item.doc_id],
+            answer=answer.strip() or None,
+            evidence_sentence_ids=ids,
+            evidence=evidence,
+        )
+        qrel = Qrel(
+            query_id=query.query_id, passage_id=item.passage_id, score=DIRECT_SCORE, kind="direct"
+        )
+        return [query, qrel]
