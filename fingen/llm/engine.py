@@ -216,7 +216,8 @@ class LLMEngine:
                         detail=failure.detail,
                     ) from None
                 self.meter.add(reasks=1)
-                messages = messages + [
+                messages = [
+                    *messages,
                     {"role": "assistant", "content": completion.text},
                     reask_message(failure),
                 ]
