@@ -104,10 +104,18 @@ def ingest(
     )
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Entry point: user mistakes print one line and exit 2; no traceback."""
+    import signal
+
     from fingen.errors import FingenError, UserError
 
+    # SIGTERM behaves like Ctrl-C: finished work is kept and child servers are stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app(standalone_mode=False)
     except (typer.Exit, SystemExit) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -163,7 +164,7 @@ def test_overlap_repeats_trailing_sentences() -> None:
     text = " ".join(f"Fact {i} is stated here." for i in range(12))
     document = doc(text)
     passages = chunk_document(document, max_chars=70, overlap_sentences=1, min_chars=0)
-    for prev, nxt in zip(passages, passages[1:], strict=False):
+    for prev, nxt in itertools.pairwise(passages):
         assert nxt.sentence_text(0) == prev.sentence_text(len(prev.sentences) - 1)
     assert_offsets_exact(document, passages)
 
@@ -204,9 +205,7 @@ def test_chunk_documents_streams_many_documents() -> None:
     assert [p.doc_id for p in passages] == ["d1", "d2"]
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"max_chars": 0}, {"overlap_sentences": -1}, {"min_chars": -5}]
-)
+@pytest.mark.parametrize("kwargs", [{"max_chars": 0}, {"overlap_sentences": -1}, {"min_chars": -5}])
 def test_invalid_arguments_are_rejected(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         chunk_document(doc("Some text."), **kwargs)

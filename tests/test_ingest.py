@@ -185,7 +185,10 @@ def test_jsonl_rows_map_fields_and_unmapped_go_to_meta(tmp_path: Path) -> None:
     )  # fmt: skip
     docs, failures = load_documents(path, options=IngestOptions(fields=fields))
     assert failures == []
-    assert [(d.doc_id, d.title, d.lang) for d in docs] == [("r1", "Q3", "en"), ("r2", "研报", "zh-cn")]
+    assert [(d.doc_id, d.title, d.lang) for d in docs] == [
+        ("r1", "Q3", "en"),
+        ("r2", "研报", "zh-cn"),
+    ]
     assert (docs[0].date, docs[0].company, docs[0].meta) == ("2024-01-02", "ACME", {"x": 1})
 
 
@@ -226,10 +229,13 @@ def test_bad_jsonl_lines_become_failures_and_the_rest_is_read(tmp_path: Path) ->
 
 
 def test_truncated_gzip_is_a_failure_after_the_good_rows(tmp_path: Path) -> None:
-    packed = gzip.compress("".join(json.dumps({"text": f"{EN_TEXT} {i}"}) + "\n" for i in range(50)).encode())
+    packed = gzip.compress(
+        "".join(json.dumps({"text": f"{EN_TEXT} {i}"}) + "\n" for i in range(50)).encode()
+    )
     path = write_bytes(tmp_path / "cut.jsonl.gz", packed[: len(packed) // 2])
     docs, failures = load_documents(path)
     assert [f.reason for f in failures] == ["malformed_gzip"]
+    assert 0 < len(docs) < 50
 
 
 def test_csv_rows_map_fields(tmp_path: Path) -> None:
@@ -240,9 +246,12 @@ def test_csv_rows_map_fields(tmp_path: Path) -> None:
         writer.writerow(["c1", EN_TEXT, "Banking", "http://x"])
         writer.writerow(["c2", "", "Banking", "http://y"])
     docs, failures = load_documents(
-        path, options=IngestOptions(fields=FieldMap(text_field="content", industry_field="industry"))
+        path,
+        options=IngestOptions(fields=FieldMap(text_field="content", industry_field="industry")),
     )
-    assert [(d.industry, d.meta) for d in docs] == [("Banking", {"id": "c1", "source_url": "http://x"})]
+    assert [(d.industry, d.meta) for d in docs] == [
+        ("Banking", {"id": "c1", "source_url": "http://x"})
+    ]
     assert [(f.item_id, f.reason) for f in failures] == [(f"{path}:3", "empty")]
 
 
@@ -254,7 +263,10 @@ def test_gb18030_csv_and_text_are_decoded(tmp_path: Path) -> None:
 
 
 def test_utf8_bom_is_stripped(tmp_path: Path) -> None:
-    assert only_doc(write_bytes(tmp_path / "bom.txt", b"\xef\xbb\xbf" + EN_TEXT.encode())).text == EN_TEXT
+    assert (
+        only_doc(write_bytes(tmp_path / "bom.txt", b"\xef\xbb\xbf" + EN_TEXT.encode())).text
+        == EN_TEXT
+    )
 
 
 # --- bad input ------------------------------------------------------------------------------
@@ -326,7 +338,14 @@ def test_directory_is_walked_recursively_sorted_skipping_hidden(tmp_path: Path) 
     docs, failures = load_documents(make_corpus(tmp_path / "corpus"))
     assert failures == []
     names = [Path(d.source).relative_to(tmp_path / "corpus").as_posix() for d in docs]
-    assert names == ["a.md", "b.txt", "sub/c.html", "sub/rows.jsonl", "sub/rows.jsonl", "sub/deeper/d.txt"]
+    assert names == [
+        "a.md",
+        "b.txt",
+        "sub/c.html",
+        "sub/rows.jsonl",
+        "sub/rows.jsonl",
+        "sub/deeper/d.txt",
+    ]
     assert docs[2].lang == "zh"
 
 
@@ -405,7 +424,9 @@ def test_load_hf_reads_a_saved_dataset_dict_by_split(
         ("a", "en", {"year": 2020}),
         ("b", "zh", {"year": 2021}),
     ]
-    assert [(f.item_id, f.reason) for f in items if isinstance(f, Failure)] == [("dd:train:2", "empty")]
+    assert [(f.item_id, f.reason) for f in items if isinstance(f, Failure)] == [
+        ("dd:train:2", "empty")
+    ]
     assert len(list(load_hf(tmp_path / "dd", "test"))) == 1
     with pytest.raises(InputError, match="no split"):
         load_hf(tmp_path / "dd", "validation")

@@ -77,7 +77,12 @@ def test_a_later_matching_number_is_left_to_the_judge() -> None:
         ("neutral", "positive", "label", False),
         ("Fixed-price type.", "fixed-price type", "span", True),
         ("net income", "the revenue", "span", False),
-        ("cost-plus type and fixed-price type", "fixed-price type; cost-plus type", "multi_span", True),
+        (
+            "cost-plus type and fixed-price type",
+            "fixed-price type; cost-plus type",
+            "multi_span",
+            True,
+        ),
         ("fixed-price type", "fixed-price type; cost-plus type", "multi_span", None),
         ("goodwill", "fixed-price type; cost-plus type", "multi_span", False),
         ("Because of higher rates", "rates rose", "text", None),

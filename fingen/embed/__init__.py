@@ -18,18 +18,18 @@ from fingen.embed.models import (
 )
 
 __all__ = [
-    "BM25Index",
-    "CachedEmbedder",
     "DEFAULT_EMBEDDER",
-    "E5Embedder",
     "E5_NAME",
     "EMBEDDERS",
+    "MINILM_NAME",
+    "BM25Index",
+    "CachedEmbedder",
+    "E5Embedder",
     "Embedder",
     "EmbeddingCache",
     "EncodeKind",
     "ExactIndex",
     "FaissIndex",
-    "MINILM_NAME",
     "SentenceTransformerEmbedder",
     "VectorIndex",
     "build_index",

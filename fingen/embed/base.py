@@ -7,7 +7,7 @@ from typing import Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 
-__all__ = ["EncodeKind", "Embedder", "check_kind", "l2_normalize"]
+__all__ = ["Embedder", "EncodeKind", "check_kind", "l2_normalize"]
 
 EncodeKind = Literal["query", "passage"]
 

@@ -23,9 +23,13 @@ _WORD_RE = re.compile(r"[a-z0-9]+(?:[.'][a-z0-9]+)*")
 _CJK_RUN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+|[a-z0-9]+(?:\.[0-9]+)?")
 _KEEP_RE = re.compile(r"\w")
 _ZH_STOPWORDS = frozenset(
-    "的 了 是 在 和 与 及 等 也 都 而 对 为 以 于 将 从 其 中 之 把 被 这 那 有 就 并 或 "
-    "由 向 该 此 但 所 已 又 个 着 到 上 下 我们 他们 一个 以及 其中 进行 通过 由于 因此".split()
-)
+    {
+        "的", "了", "是", "在", "和", "与", "及", "等", "也", "都", "而", "对", "为", "以", "于",
+        "将", "从", "其", "中", "之", "把", "被", "这", "那", "有", "就", "并", "或", "由", "向",
+        "该", "此", "但", "所", "已", "又", "个", "着", "到", "上", "下", "我们", "他们", "一个",
+        "以及", "其中", "进行", "通过", "由于", "因此",
+    }
+)  # fmt: skip
 
 
 @cache
@@ -56,9 +60,7 @@ def _jieba() -> Callable[[str], list[str]] | None:
 def _bigrams(text: str) -> list[str]:
     tokens: list[str] = []
     for run in _CJK_RUN_RE.findall(text):
-        if run[0].isascii():
-            tokens.append(run)
-        elif len(run) == 1:
+        if run[0].isascii() or len(run) == 1:
             tokens.append(run)
         else:
             tokens.extend(run[i : i + 2] for i in range(len(run) - 1))

@@ -21,10 +21,10 @@ from fingen.errors import InputError, MissingExtraError
 
 __all__ = [
     "DEFAULT_EMBEDDER",
-    "E5Embedder",
     "E5_NAME",
     "EMBEDDERS",
     "MINILM_NAME",
+    "E5Embedder",
     "SentenceTransformerEmbedder",
     "load_embedder",
 ]
@@ -174,6 +174,7 @@ def load_embedder(
     batch_size: int = 64,
     device: str = "cpu",
     cache_dir: Path | str | None = None,
+    cache_path: Path | str | None = None,
 ) -> Embedder:
     """Load an embedder by alias ("minilm", "e5") or sentence-transformers path/name.
 
@@ -183,6 +184,7 @@ def load_embedder(
         device: torch device for sentence-transformers models ("e5" always runs on CPU).
         cache_dir: when set, wrap the embedder in an on-disk cache
             (`<cache_dir>/embeddings.sqlite`).
+        cache_path: the cache's SQLite file itself (takes precedence over `cache_dir`).
 
     Raises:
         MissingExtraError: the package behind the alias is not installed.
@@ -195,6 +197,6 @@ def load_embedder(
         embedder = loader(batch_size=batch_size, device=device)
     else:
         embedder = SentenceTransformerEmbedder(name, batch_size=batch_size, device=device)
-    if cache_dir is not None:
-        return CachedEmbedder(embedder, Path(cache_dir) / "embeddings.sqlite")
-    return embedder
+    if cache_path is None and cache_dir is not None:
+        cache_path = Path(cache_dir) / "embeddings.sqlite"
+    return embedder if cache_path is None else CachedEmbedder(embedder, cache_path)

@@ -16,14 +16,15 @@ __all__ = ["ABBREVIATIONS", "hard_split", "split_sentences"]
 
 #: Lower-case words that a period does not end ("Inc.", "No.", "e.g.", ...).
 ABBREVIATIONS = frozenset(
-    """
-    inc corp co ltd llc plc lp llp bros no nos vs etc e.g i.e cf al approx est dept div
-    mr mrs ms dr prof st jr sr messrs gov sen rep gen col capt
-    jan feb mar apr jun jul aug sep sept oct nov dec
-    fig figs p pp vol vols ch sec art ref refs para eq op ed eds rev
-    avg mln bn mn bil yr yrs mo mos hr hrs
-    """.split()
-)
+    {
+        "inc", "corp", "co", "ltd", "llc", "plc", "lp", "llp", "bros", "no", "nos", "vs", "etc",
+        "e.g", "i.e", "cf", "al", "approx", "est", "dept", "div", "mr", "mrs", "ms", "dr", "prof",
+        "st", "jr", "sr", "messrs", "gov", "sen", "rep", "gen", "col", "capt", "jan", "feb", "mar",
+        "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "fig", "figs", "p", "pp",
+        "vol", "vols", "ch", "sec", "art", "ref", "refs", "para", "eq", "op", "ed", "eds", "rev",
+        "avg", "mln", "bn", "mn", "bil", "yr", "yrs", "mo", "mos", "hr", "hrs",
+    }
+)  # fmt: skip
 _INITIALS_RE = re.compile(r"(?:[a-z]\.)*[a-z]")
 _ENUMERATOR_RE = re.compile(r"\(?(?:\d{1,3}|[ivxIVX]{1,4})\)?")
 _EN_END_RE = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s+[\"'“‘(\[]?[A-Z0-9])")

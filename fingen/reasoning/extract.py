@@ -196,6 +196,9 @@ YES_NO = LabelSet.of(
 CHOICES = LabelSet.of(["A", "B", "C", "D"])
 
 
+_ALTERNATIVE = re.compile(r"[\s,/、()]*(?:or|and|vs\.?|或|或者|和|还是)?[\s,/、()]*", re.IGNORECASE)
+
+
 def _form_pattern(form: str) -> str:
     if form == "A":  # not the article: "A company ..."
         return r"(?<![A-Za-z])A(?![A-Za-z]|\s+(?!(?:is|was|and|or|seems|should)\b)[a-z])"
@@ -206,19 +209,19 @@ def _form_pattern(form: str) -> str:
     return re.escape(form)
 
 
-def _mentions(text: str, labelset: LabelSet) -> list[tuple[int, str]]:
+def _mentions(text: str, labelset: LabelSet) -> list[tuple[int, int, str]]:
     forms = labelset.forms()
     lower = [(f, lab) for f, lab in forms if not (len(f) == 1 and f.isupper())]
     letters = [(f, lab) for f, lab in forms if len(f) == 1 and f.isupper()]
-    found: list[tuple[int, str]] = []
+    found: list[tuple[int, int, str]] = []
     if lower:
         by_form = {f.lower(): lab for f, lab in lower}
         pattern = re.compile("|".join(_form_pattern(f) for f, _ in lower), re.IGNORECASE)
-        found += [(m.start(), by_form[m.group(0).lower()]) for m in pattern.finditer(text)]
+        found += [(m.start(), m.end(), by_form[m.group(0).lower()]) for m in pattern.finditer(text)]
     if letters:
         by_form = dict(letters)
         pattern = re.compile("|".join(_form_pattern(f) for f, _ in letters))
-        found += [(m.start(), by_form[m.group(0)]) for m in pattern.finditer(text)]
+        found += [(m.start(), m.end(), by_form[m.group(0)]) for m in pattern.finditer(text)]
     return sorted(found)
 
 
@@ -228,9 +231,13 @@ def _decide(text: str, labelset: LabelSet) -> str | None:
         return None
     head = re.sub(r"^[\s*_`'\"(\[{:：-]*(?:option|choice|选项|选)?\s*", "", text, flags=re.I)
     offset = len(text) - len(head)
-    if mentions[0][0] == offset:  # the text starts with a label: "Yes, because ..."
-        return mentions[0][1]
-    labels = {label for _, label in mentions}
+    first = mentions[0]
+    if first[0] == offset:  # the text starts with a label: "Yes, because ..."
+        nxt = mentions[1] if len(mentions) > 1 else None
+        gap = text[first[1] : nxt[0]] if nxt else ""
+        if not (nxt and nxt[2] != first[2] and _ALTERNATIVE.fullmatch(gap)):  # not "A or B"
+            return first[2]
+    labels = {label for _, _, label in mentions}
     return labels.pop() if len(labels) == 1 else None
 
 

@@ -303,7 +303,8 @@ def _iter_convfinqa(path: Path, source: str) -> Iterator[QAItem | Failure]:
             turn_id = f"{conv_id}#{t}"
             try:
                 current, exe_ans = str(questions[t]).strip(), answers[t]
-                _check_value(exe_ans)
+                for value in answers[: t + 1]:  # the history shows the earlier answers
+                    _check_value(value)
                 history = [(str(questions[i]).strip(), format_gold(answers[i])) for i in range(t)]
                 question = conversation_question(history, current)
                 program = programs[t] if t < len(programs) else ann.get("cur_program")

@@ -41,6 +41,11 @@ ANSWER_TYPES: dict[str, str] = {
     "multiple_choice": "choice", "label": "label", "classification": "label", "span": "span",
     "multi_span": "multi_span", "multi-span": "multi_span", "text": "text", "free_text": "text",
 }  # fmt: skip
+_DECREASE = re.compile(
+    r"\b(?:decreas\w*|declin\w*|dropp?\w*|fell|fall\w*|lower|reduc\w*|down)\b"
+    r"|下降|减少|下跌|降低|下滑",
+    re.IGNORECASE,
+)
 ROUNDED_REL_CAP = 0.05  # a rounded answer may differ from the gold by at most 5 %
 _LETTERS = LabelSet.of(list("ABCDEFGH"))
 
@@ -140,14 +145,28 @@ def _check_number(
         units=False,
         scale=factor,
     )
-    hits = []
-    for idx, p in enumerate(preds):
-        readings = _readings(p, bare_percent=percent_mode, mantissa=unit_free, units=unit_free)
-        for pr in readings:
-            how = next((h for g in gold_r if (h := _match(pr, g, rel_tol, abs_tol))), None)
-            if how:
-                hits.append((idx, how, p.text))
-                break
+
+    def first_hits(amounts: list[Amount]) -> list[tuple[int, str, str]]:
+        hits = []
+        for idx, p in enumerate(amounts):
+            readings = _readings(p, bare_percent=percent_mode, mantissa=unit_free, units=unit_free)
+            for pr in readings:
+                how = next((h for g in gold_r if (h := _match(pr, g, rel_tol, abs_tol))), None)
+                if how:
+                    hits.append((idx, how, p.text))
+                    break
+        return hits
+
+    hits = first_hits(preds)
+    if _DECREASE.search(predicted) and preds[0].value > 0:  # "a decrease of 5.3%" is -5.3%
+        flipped = replace(preds[0], value=-preds[0].value, mantissa=-preds[0].mantissa)
+        neg = first_hits([flipped])
+        if neg:
+            return Verdict(
+                True, f"number:{neg[0][1]}+sign_word", f"-{flipped.text!r} ~ {gold.text!r}"
+            )
+        if hits and hits[0][0] == 0:
+            return Verdict(None, "number:sign_word", "a decrease word but the gold is positive")
     other_years = [p for p in preds[1:] if _year_like(p) and p.value != gold.value]
     if hits and hits[0][0] == 0 and _year_like(gold) and other_years:
         return Verdict(None, "number:ambiguous", f"several years: {other_years[0].text!r}")
@@ -210,7 +229,9 @@ def _check_multi_span(predicted: str, gold: str, reject: float) -> Verdict:
         return Verdict(True, "multi_span", f"{len(found)}/{len(golds)} items")
     if not found and token_f1(predicted, gold) <= reject:
         return Verdict(False, "multi_span", f"0/{len(golds)} items")
-    return Verdict(None, "multi_span", f"{len(found)}/{len(golds)} items, {len(extra)} extra tokens")
+    return Verdict(
+        None, "multi_span", f"{len(found)}/{len(golds)} items, {len(extra)} extra tokens"
+    )
 
 
 def _check_labels(predicted: str, gold: str, labelset: LabelSet, method: str) -> Verdict | None:
