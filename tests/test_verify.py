@@ -56,6 +56,13 @@ def test_wrong_numbers_are_rejected(predicted, gold, answer_type, scale) -> None
     assert verdict.correct is False, verdict
 
 
+def test_decrease_words_give_the_sign() -> None:
+    assert check_answer("a decrease of 5.3%", "-0.053", "percent").correct is True
+    assert check_answer("下降5.3%", "-0.053", "percent").correct is True
+    assert check_answer("decreased by 5.3%", "0.053", "percent").correct is None
+    assert check_answer("it fell by 7", "-5", "number").correct is False
+
+
 def test_a_later_matching_number_is_left_to_the_judge() -> None:
     assert check_answer("In 2019 it grew 12%", "0.12", "percent").correct is None
     assert check_answer("2019; 2018", "2019", "span").correct is None

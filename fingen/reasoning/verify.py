@@ -163,7 +163,9 @@ def _check_number(
         neg = first_hits([flipped])
         if neg:
             return Verdict(
-                True, f"number:{neg[0][1]}+sign_word", f"-{flipped.text!r} ~ {gold.text!r}"
+                True,
+                f"number:{neg[0][1]}+sign_word",
+                f"{preds[0].text!r} read as negative ~ {gold.text!r}",
             )
         if hits and hits[0][0] == 0:
             return Verdict(None, "number:sign_word", "a decrease word but the gold is positive")

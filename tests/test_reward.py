@@ -1,0 +1,70 @@
+"""GRPO rewards: TRL's call shape, plain and conversational completions, no heavy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from fingen.reasoning.reward import accuracy_reward, completion_text, format_reward
+
+GOOD = "<think>\n5829 - 5735 = 94\n</think>\n<answer>\\boxed{94}</answer>"
+
+
+def chat(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def test_format_reward_on_plain_and_conversational_completions() -> None:
+    completions = [
+        GOOD,
+        "<think>reasoning</think>\n<answer>94</answer>\n",
+        "<think>reasoning</think>94",
+        "94",
+        "<think>a</think><think>b</think>\n<answer>94</answer>",
+        "<think>a</think>\n<answer>  </answer>",
+        "preamble <think>a</think>\n<answer>94</answer>",
+    ]
+    assert format_reward(completions) == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert format_reward([chat(GOOD), chat("nope")], prompts=[[], []]) == [1.0, 0.0]
+
+
+def test_accuracy_reward_uses_the_answer_column_and_optional_types() -> None:
+    completions = [
+        GOOD,
+        "<think>x</think>\n<answer>9.86%</answer>",
+        "<think>x</think>\n<answer>12.6 million</answer>",
+        "<think>x</think>\n<answer>Yes</answer>",
+        "<think>x</think>\n<answer>95</answer>",
+        "I think it is 94",  # no explicit final answer: no credit
+    ]
+    rewards = accuracy_reward(
+        completions,
+        answer=["94", "0.0986", "12.6", "yes", "94", "94"],
+        answer_type=["number", "percent", "number", "yes_no", None, None],
+        scale=["", "", "million", "", "", ""],
+        prompts=["p"] * 6,
+        completion_ids=[[1]] * 6,
+    )
+    assert rewards == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+
+
+def test_accuracy_reward_on_conversational_completions_without_type_column() -> None:
+    rewards = accuracy_reward(
+        [chat(GOOD), chat("<answer>(1,234)</answer>")], answer=["94", "-1234"]
+    )
+    assert rewards == [1.0, 1.0]
+
+
+def test_completion_text_handles_messages_and_strings() -> None:
+    assert completion_text([{"role": "assistant", "content": "a"}, {"content": "b"}]) == "ab"
+    assert completion_text({"content": "x"}) == "x" and completion_text(None) == ""
+
+
+def test_reward_module_imports_no_heavy_package() -> None:
+    code = (
+        "import sys, fingen.reasoning.reward\n"
+        "heavy = {'torch', 'datasets', 'transformers', 'trl', 'openai', 'vllm', 'llama_cpp'}\n"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
