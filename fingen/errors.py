@@ -63,9 +63,14 @@ class InputError(UserError):
 class MissingExtraError(UserError):
     """An optional dependency is needed; the message says which extra installs it."""
 
+    EXTRAS = frozenset({"local", "topics", "faiss", "vllm", "ray", "dev"})
+
     def __init__(self, package: str, extra: str, purpose: str) -> None:
         self.package, self.extra = package, extra
-        super().__init__(f"{purpose} needs the '{package}' package: pip install 'fingen[{extra}]'")
+        how = (
+            f"pip install 'fingen[{extra}]'" if extra in self.EXTRAS else f"pip install '{package}'"
+        )
+        super().__init__(f"{purpose} needs the '{package}' package: {how}")
 
 
 class PublishError(UserError):
