@@ -6,7 +6,7 @@ samples of one question apart (and a re-run pays for none of them again). A reas
 separate reasoning field (``Completion.reasoning``) is kept. Truncated replies are kept with
 ``finish_reason="length"``: they are the DPO "overlong" material::
 
-    for result in distill(items, engine, n=4):
+    for result in distill_samples(items, engine, n=4):
         samples.extend(result.records)
 """
 
@@ -27,7 +27,7 @@ __all__ = [
     "DEFAULT_TEMPERATURE",
     "DistillTask",
     "SampleRequest",
-    "distill",
+    "distill_samples",
     "expand_samples",
     "to_cot_sample",
 ]
@@ -74,7 +74,7 @@ def to_cot_sample(qa_id: str, idx: int, completion: Completion) -> CoTSample:
         qa_id=qa_id,
         sample_idx=idx,
         reasoning=reasoning,
-        answer=answer,
+        answer=answer or None,
         raw=raw,
         finish_reason=completion.finish_reason or "stop",
         tokens=completion.usage.completion_tokens,
@@ -132,7 +132,7 @@ class DistillTask:
         return [to_cot_sample(req.item.qa_id, req.idx, completion)]
 
 
-def distill(
+def distill_samples(
     items: Iterable[QAItem], llm: LLMEngine, *, n: int = 4, **task_options: Any
 ) -> Iterator[TaskResult[SampleRequest, CoTSample]]:
     """Sample ``n`` teacher outputs per item; yields one TaskResult per sample, in order.

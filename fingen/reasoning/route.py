@@ -24,8 +24,8 @@ __all__ = [
     "group_samples",
     "passes",
     "qa_prompt",
-    "route",
     "route_item",
+    "route_items",
 ]
 
 ROUTE_REASONS = ("sft", "no_samples", "incorrect", "undecided", "low_quality", "unjudged")
@@ -116,7 +116,7 @@ def route_item(
     return Routed(item, _fail_reason(samples, require_quality), rl=rl)
 
 
-def route(
+def route_items(
     items: Iterable[QAItem],
     samples: Iterable[CoTSample],
     *,
