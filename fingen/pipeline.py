@@ -54,7 +54,7 @@ STAGES: dict[str, str] = {
     "judge_reasoning": "fingen.stages.reasoning:judge_reasoning",
     "route": "fingen.stages.reasoning:route",
     "preference": "fingen.stages.reasoning:preference",
-    "annotate": "fingen.stages.reasoning:annotate",
+    "annotate": "fingen.stages.annotate:annotate",
     "export_training": "fingen.stages.export_training:export_training",
     "report": "fingen.stages.report:report",
 }

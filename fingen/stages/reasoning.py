@@ -11,21 +11,11 @@ from __future__ import annotations
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from fingen.errors import ConfigError
 from fingen.llm.tasks import TaskResult
-from fingen.reasoning.annotate import (
-    TextItem,
-    annotate_rounds,
-    labelset_for,
-    read_text_rows,
-    record_label,
-    round_config,
-    rows_to_texts,
-)
 from fingen.reasoning.answer_judge import SamplePair, judge_answers, rule_check
 from fingen.reasoning.distill import DEFAULT_TEMPERATURE, distill_samples
 from fingen.reasoning.judge import judge_reasoning as judge_reasoning_pairs
@@ -38,16 +28,13 @@ from fingen.records import CoTSample, Failure, Passage, QAItem
 from fingen.stages.base import StageContext, StageParams, stage
 
 __all__ = [
-    "AnnotateParams",
     "DistillParams",
     "JudgeReasoningParams",
     "PreferenceParams",
     "QASourceParams",
-    "RoundEndpoint",
     "RouteParams",
     "SynthesizeParams",
     "VerifyParams",
-    "annotate",
     "distill",
     "judge_reasoning",
     "preference",
@@ -345,88 +332,3 @@ def preference(ctx: StageContext, params: PreferenceParams) -> None:
             rejected[pair.rejected_reason.split(",")[0].split(":")[0]] += 1
             out.write(pair)
     ctx.stats.extra.update(per_source=_plain(per_source), rejected_by=dict(rejected))
-
-
-# -- annotate ---------------------------------------------------------------------------------
-class RoundEndpoint(StageParams):
-    """One annotation round's model; unset fields keep the pipeline's ``llm`` settings."""
-
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint of this round")
-    model: str | None = None
-    api_key_env: str | None = None
-
-
-class AnnotateParams(StageParams):
-    input: str | None = Field("chunk", description="earlier stage whose rows hold the texts")
-    path: str | None = Field(None, description="JSONL/json/CSV file of texts instead of input")
-    text_field: str = "text"
-    id_field: str | None = None
-    limit: int | None = Field(None, ge=1)
-    labels: list[str] | None = Field(None, description="the label set (default: preset)")
-    synonyms: dict[str, list[str]] = Field(default_factory=dict)
-    preset: Literal["sentiment", "yes_no", "choices"] = "sentiment"
-    task: str | None = Field(None, description="the instruction shown before the text")
-    temperature: float | None = Field(None, ge=0, le=2)
-    rounds: list[RoundEndpoint] = Field(default_factory=list, description="one model per round")
-
-
-def _round_engine(ctx: StageContext, endpoint: RoundEndpoint, roots: list[Any]) -> Any:
-    """One round's engine: the run's when nothing is overridden, else a new one (in ``roots``)."""
-    from fingen.llm.engine import build_engine
-
-    if not endpoint.model_dump(exclude_none=True):
-        return ctx.llm()
-    try:
-        config = round_config(ctx.config.llm, **endpoint.model_dump())
-    except ValueError as exc:
-        raise ConfigError(str(exc), where=f"stages.{ctx.key}.params.rounds") from None
-    roots.append(build_engine(config, cache_path=ctx.store.llm_cache_path))
-    return roots[-1].for_stage(ctx.key)
-
-
-def _texts(ctx: StageContext, params: AnnotateParams) -> list[TextItem]:
-    if params.path is None and params.input is None:
-        raise ConfigError("give 'input' or 'path'", where=f"stages.{ctx.key}.params")
-    rows = read_text_rows(params.path) if params.path else ctx.read(str(params.input), None)  # type: ignore[arg-type]
-    texts: list[TextItem] = []
-    for row in rows_to_texts(rows, text_field=params.text_field, id_field=params.id_field):
-        if params.limit is not None and len(texts) >= params.limit:
-            break
-        if isinstance(row, Failure):
-            _failed(ctx, row)
-        else:
-            texts.append(row)
-    return texts
-
-
-@stage(AnnotateParams)
-def annotate(ctx: StageContext, params: AnnotateParams) -> None:
-    """CoT-annotate unlabeled texts with one label each, once per round. Main output: the last
-    round's records; with several rounds every round also goes to output ``round<i>``.
-
-    Example: ``{stage: annotate, params: {input: chunk, labels: [positive, negative, neutral],
-    rounds: [{}, {base_url: "http://host:8000/v1", model: "ft-v1"}]}}``
-    """
-    labelset = labelset_for(params.labels, params.synonyms, params.preset)
-    texts, roots = _texts(ctx, params), []
-    try:
-        engines = [_round_engine(ctx, e, roots) for e in params.rounds or [RoundEndpoint()]]
-        per_round, last = [Counter[str]() for _ in engines], len(engines) - 1
-        for name in [""] + [f"round{i}" for i in range(len(engines)) if last]:
-            ctx.output(name)  # every output exists, even when empty
-        options = params.model_dump(include={"task", "temperature"})
-        for rnd, result in annotate_rounds(texts, labelset, engines, lang=ctx.lang, **options):
-            for record in ctx.collect([result]):
-                names = ([""] if rnd == last else []) + ([f"round{rnd}"] if last else [])
-                for name in names:
-                    ctx.output(name).write(record)
-                per_round[rnd][record_label(record, labelset) or "?"] += 1
-            per_round[rnd].update(f"({f.reason})" for f in result.failures)
-        ctx.stats.extra["rounds"] = [
-            {"model": engine.model, "labels": dict(c)}
-            for engine, c in zip(engines, per_round, strict=True)
-        ]
-        ctx.stats.extra["round_usage"] = [root.stage_usage().get(ctx.key, {}) for root in roots]
-    finally:
-        for root in roots:
-            root.close()
