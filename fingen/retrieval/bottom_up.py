@@ -165,8 +165,15 @@ class BottomUpTask:
 
         def reject(reason: str, detail: str, row: BaseModel) -> None:
             raw = row.model_dump_json()
-            out.append(Failure(stage=self.name, item_id=item.passage_id, reason=reason,
-                               detail=detail[:500], raw=raw))  # fmt: skip
+            out.append(
+                Failure(
+                    stage=self.name,
+                    item_id=item.passage_id,
+                    reason=reason,
+                    detail=detail[:500],
+                    raw=raw,
+                )
+            )
 
         for i, sq in enumerate(reply.sentence_queries):
             if i >= self.sentence_queries:

@@ -33,7 +33,7 @@ _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_RE = re.compile(f"[{_CJK}]")
 _LETTER_RE = re.compile(rf"[A-Za-z{_CJK}]")
 _TOKEN_RE = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+(?:[.,'][^\W_{_CJK}]+)*")
-_EN_WH = frozenset("what which who whom whose when where why how".split())
+_EN_WH = frozenset(["what", "which", "who", "whom", "whose", "when", "where", "why", "how"])
 _ZH_WORDS_RE = re.compile(
     r"什么|哪|怎么|怎样|如何|为何|为什么|多少|是否|有没有|能否|可否|几[个年家次种项倍成月天]"
 )

@@ -131,8 +131,7 @@ def classify_by_embedding(
     sims = vec @ lab.T
     best = sims.argmax(axis=1)
     return [
-        labels[j] if sims[i, j] >= min_similarity else UNKNOWN_INDUSTRY
-        for i, j in enumerate(best)
+        labels[j] if sims[i, j] >= min_similarity else UNKNOWN_INDUSTRY for i, j in enumerate(best)
     ]
 
 

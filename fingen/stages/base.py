@@ -20,9 +20,8 @@ from fingen.records import Failure
 from fingen.store import JsonlWriter, RunStore
 
 if TYPE_CHECKING:
-    from fingen.embed.base import Embedder
-
     from fingen.config import PipelineConfig
+    from fingen.embed.base import Embedder
     from fingen.llm.engine import LLMEngine
     from fingen.llm.tasks import TaskResult
 
