@@ -1,0 +1,374 @@
+"""Publish a run to the Hugging Face Hub: a hub-ready folder, then ``upload_folder``.
+
+``<run>/hub/`` holds one parquet table per config (``data/<config>/train-*.parquet``, written
+with ``datasets`` and explicit Features) and ``README.md``, a dataset card whose YAML lists
+the configs, so ``datasets.load_dataset(folder, config)`` loads every table back unchanged.
+
+Configs (empty tables are left out), with the label rules of the BEIR export
+(``fingen.export.retrieval``) but the stored grade, kind, judge and rationale of each label:
+``corpus``, ``queries``, ``qrels_all`` (direct + judged labels of every level),
+``qrels_<level>_level`` (those of one level), ``qrels_<level>_level_extended`` (plus mined
+positives; for topic queries only when some were mined), ``negatives`` (verified negatives),
+``sft``, ``dpo``, ``rl``. Labels whose passage is not in the corpus are left out.
+
+Example::
+
+    result = publish_run("outputs/demo/run1", "my-org/fin-retrieval", dry_run=True)
+    result.folder, result.configs        # Path(.../hub), {"corpus": 120, "queries": 80, ...}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from fingen.errors import PublishError
+from fingen.report.collect import LEVELS, RunData, load_run
+
+__all__ = [
+    "REPO_ID_RE",
+    "PublishResult",
+    "build_hub_folder",
+    "hub_features",
+    "hub_tables",
+    "publish_run",
+    "render_card",
+]
+
+log = logging.getLogger(__name__)
+REPO_ID_RE = re.compile(r"^[\w.-]+/[\w.-]+$")
+SHARD_ROWS = 100_000
+_LICENCE_IDS = (
+    "apache-2.0 mit cc0-1.0 cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-4.0 "
+    "cc-by-nc-sa-4.0 cc-by-nc-nd-4.0 cc-by-nd-4.0 odc-by odbl pddl cdla-permissive-2.0 "
+    "cdla-sharing-1.0 gpl-3.0 lgpl-3.0 agpl-3.0 bsd-2-clause bsd-3-clause openrail"
+)
+_HUB_LICENCES = frozenset(_LICENCE_IDS.split())
+# column -> record attribute, per kind of table
+_CORPUS = {"_id": "passage_id", "doc_id": "doc_id", "title": "title", "text": "text"}
+_QUERY = {"_id": "query_id", "text": "text", "level": "level", "lang": "lang", "origin": "origin"}
+_QUERY_MORE = ("answer", "evidence", "source_passage_ids", "source_doc_ids")
+_QREL = {"query-id": "query_id", "corpus-id": "passage_id", "score": "score", "kind": "kind"}
+_QREL_MORE = ("judge", "rationale")
+_INTS, _LISTS = {"order", "score"}, {"source_passage_ids", "source_doc_ids"}
+_ABOUT = {
+    "corpus": "passages (BEIR `corpus`: `_id`, `title`, `text`)",
+    "queries": "generated queries (BEIR `queries` plus level, origin, answer)",
+    "qrels_all": "direct and judged labels of every level (no mined labels, as BEIR `all`)",
+    "negatives": "verified negatives: candidates the judge found irrelevant (score 0)",
+    "sft": "verified chain-of-thought as chat `messages`",
+    "dpo": "preference pairs `prompt`, `chosen`, `rejected`",
+    "rl": "questions with gold answers for RL (`prompt`, `answer`)",
+}
+
+
+@dataclass
+class PublishResult:
+    """What ``publish_run`` did: the folder, rows per config, and the upload (if any)."""
+
+    folder: Path
+    repo_id: str
+    configs: dict[str, int] = field(default_factory=dict)
+    uploaded: bool = False
+    url: str | None = None
+
+
+def _columns(name: str) -> list[str]:
+    if name == "corpus":
+        return [*_CORPUS, "order"]
+    if name == "queries":
+        return [*_QUERY, *_QUERY_MORE]
+    if name == "sft":
+        return ["messages", "source", "qa_id"]
+    if name == "dpo":
+        return ["prompt", "chosen", "rejected", "rejected_reason", "qa_id"]
+    if name == "rl":
+        return ["prompt", "answer", "source", "qa_id"]
+    return [*_QREL, *_QREL_MORE]  # qrels_* and negatives
+
+
+def hub_features(name: str) -> Any:
+    """The explicit ``datasets.Features`` of config ``name``."""
+    from datasets import Features, Value
+
+    s = Value("string")
+
+    def kind(col: str) -> Any:
+        if col == "messages":
+            return [{"role": s, "content": s}]
+        return Value("int32") if col in _INTS else [s] if col in _LISTS else s
+
+    return Features({col: kind(col) for col in _columns(name)})
+
+
+def _row(rec: BaseModel, names: dict[str, str], more: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {col: getattr(rec, attr) for col, attr in {**names, **{m: m for m in more}}.items()}
+
+
+def hub_tables(data: RunData, titles: dict[str, str] | None = None) -> dict[str, list[dict]]:
+    """Rows of every non-empty config, in a stable order (see the module doc)."""
+    titles = titles if titles is not None else {d.doc_id: d.title for d in data.documents()}
+    corpus = sorted(data.passages(), key=lambda p: (p.doc_id, p.order, p.passage_id))
+    tables: dict[str, list[dict[str, Any]]] = {
+        "corpus": [
+            {**_row(p, _CORPUS), "title": p.title or titles.get(p.doc_id, ""), "order": p.order}
+            for p in corpus
+        ],
+        "queries": [_row(q, _QUERY, _QUERY_MORE) for q in data.queries.values()],
+    }
+    level = {q.query_id: q.level for q in data.queries.values()}
+    ids = {p["_id"] for p in tables["corpus"]}
+    positives = [_row(r, _QREL, _QREL_MORE) for r in data.positives if r.passage_id in ids]
+    tables["qrels_all"] = [r for r in positives if r["kind"] != "mined"]
+    for lv in LEVELS:
+        ext = [r for r in positives if level.get(r["query-id"]) == lv]
+        tables[f"qrels_{lv}_level"] = [r for r in ext if r["kind"] != "mined"]
+        mined = any(r["kind"] == "mined" for r in ext)
+        tables[f"qrels_{lv}_level_extended"] = ext if mined or lv != "topic" else []
+    tables["negatives"] = [
+        _row(r, _QREL, _QREL_MORE) for r in data.negatives if r.passage_id in ids
+    ]
+    tables["sft"] = [
+        {
+            "messages": [
+                {"role": m.get("role", ""), "content": m.get("content", "")} for m in r.messages
+            ],
+            "source": r.source,
+            "qa_id": r.qa_id,
+        }
+        for r in data.sft
+    ]
+    tables["dpo"] = [r.model_dump() for r in data.dpo]
+    tables["rl"] = [r.model_dump() for r in data.rl]
+    return {name: t for name, t in tables.items() if t}
+
+
+def _write_table(folder: Path, name: str, rows: list[dict[str, Any]]) -> None:
+    import datasets
+
+    ds = datasets.Dataset.from_list(rows, features=hub_features(name))
+    n = max(1, math.ceil(len(rows) / SHARD_ROWS))
+    quiet = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # one bar per tiny shard is noise
+    try:
+        for k in range(n):
+            path = folder / "data" / name / f"train-{k:05d}-of-{n:05d}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ds.shard(n, k, contiguous=True).to_parquet(str(path))
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
+
+
+def _licence(data: RunData, licences: Counter[str]) -> tuple[str, str]:
+    """(hub licence id, sentence for the card)."""
+    for key in ("license", "licence"):
+        if value := data.manifest.get("config", {}).get(key):
+            licences[str(value)] += 1
+    if not licences:
+        return "other", (
+            "The licence of the source documents is not recorded in this run, so the card says "
+            '"other". Check the sources\' terms before using or sharing this dataset.'
+        )
+    names = ", ".join(f"`{k}`" for k in sorted(licences))
+    only = next(iter(licences)).lower() if len(licences) == 1 else ""
+    if only in _HUB_LICENCES:
+        return only, f"Source documents are licensed {names}."
+    return "other", f"Source documents carry these licences: {names}. Check them before use."
+
+
+def _size(n: int) -> str:
+    bounds = ((10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"))
+    bounds += ((10**6, "100K<n<1M"), (10**7, "1M<n<10M"))
+    return next((label for limit, label in bounds if n < limit), "n>10M")
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    def line(cells: list[Any]) -> str:
+        return (
+            "| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in cells) + " |"
+        )
+
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)]) + "\n"
+
+
+def _fenced(text: str) -> str:
+    fence = "`" * max(3, max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence}json\n{text}\n{fence}\n"
+
+
+def _listed(counts: Counter[Any]) -> str:
+    return ", ".join(f"`{k}` ({v})" for k, v in counts.most_common() if k) or "none"
+
+
+def _card_meta(name: str, tables: dict[str, list[dict]], langs: set[str], licence: str) -> dict:
+    tasks = ["text-retrieval"] if {"corpus", "queries"} & set(tables) else []
+    tasks += ["question-answering"] if {"sft", "rl"} & set(tables) else []
+    tasks += ["text-generation"] if {"sft", "dpo"} & set(tables) else []
+    files = {n: [{"split": "train", "path": f"data/{n}/train-*.parquet"}] for n in tables}
+    return {
+        "configs": [{"config_name": n, "data_files": f} for n, f in files.items()],
+        "language": sorted(langs) or ["en"],
+        "license": licence,
+        "task_categories": tasks,
+        "size_categories": [_size(max((len(t) for t in tables.values()), default=0))],
+        "tags": ["finance", "synthetic", "fingen"],
+        "pretty_name": name,
+    }
+
+
+def _stage_rows(stages: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for key, e in stages.items():
+        n_in, ok = e.get("inputs", 0), e.get("succeeded", 0)
+        rate = f"{100 * ok / n_in:.1f}%" if n_in else "–"
+        rate = f"**{rate}**" if str(e.get("stage", "")).startswith("filter") else rate
+        why = ", ".join(f"{r}: {n}" for r, n in e.get("failures_by_reason", {}).items())
+        row = [key, e.get("stage", ""), n_in, ok, e.get("failed", 0), e.get("rejected_rows", 0)]
+        rows.append([*row, rate, why or "–"])
+    return rows
+
+
+def _about_qrels(name: str) -> str:
+    more = " plus mined positives" if name.endswith("_extended") else ""
+    return f"direct + judged labels of {name.split('_')[1]}-level queries{more}"
+
+
+def render_card(
+    data: RunData,
+    repo_id: str,
+    tables: dict[str, list[dict]],
+    langs: set[str],
+    licences: Counter[str],
+) -> str:
+    """README.md: YAML front matter (configs, language, license, tasks, size), then the body."""
+    m, name, llm = data.manifest, repo_id.split("/")[1], data.manifest.get("llm", {})
+    licence, licence_note = _licence(data, licences)
+    front = yaml.safe_dump(_card_meta(name, tables, langs, licence), sort_keys=False)
+    level = {q.query_id: q.level for q in data.queries.values()}
+    origin = Counter((level.get(r.query_id, "?"), r.kind) for r in data.positives)
+    per_level = [
+        [lv, n, *(origin[lv, k] for k in ("direct", "judged", "mined"))]
+        for lv, n in Counter(level.values()).items()
+    ]
+    corpus = {r["_id"] for r in tables.get("corpus", [])}
+    dangling = sum(r.passage_id not in corpus for r in data.qrels)
+    about = [[f"`{n}`", len(t), _ABOUT.get(n) or _about_qrels(n)] for n, t in tables.items()]
+    parts = [
+        f"---\n{front}---\n\n# {name}\n\nSynthetic financial dataset generated with fingen "
+        f"(pipeline `{m.get('pipeline', '?')}`, run status `{m.get('status', 'unknown')}`). "
+        "Every config has one `train` split.\n",
+        _md_table(["config", "rows", "contents"], about),
+        f'```python\nfrom datasets import load_dataset\n\nds = load_dataset("{repo_id}", "corpus", '
+        'split="train")\n```\n\n## Queries and labels per level\n',
+        _md_table(["level", "queries", "direct", "judged", "mined"], per_level),
+        f"{dangling} labels whose passage is not in the corpus were left out.\n" if dangling else "",
+        f"## Models\n\n- generator: `{llm.get('backend', '?')}` / `{llm.get('model', '?')}`\n"
+        f"- embedder: `{m.get('embedder', '?')}`\n"
+        f"- relevance judges: {_listed(Counter(r.judge for r in data.qrels))}\n"
+        f"- query origins (prompt hash @ model): {_listed(Counter(q.origin for q in data.queries.values()))}\n"
+        "\n## Prompt templates (sha256)\n",
+        _md_table(["template", "sha256"], [[k, f"`{v}`"] for k, v in m.get("prompts", {}).items()]),
+        "## Stages and filter pass rates\n\nPass rate = succeeded / inputs; filters in bold.\n",
+        _md_table(
+            ["stage", "type", "inputs", "succeeded", "failed", "rejected rows", "pass rate", "failures by reason"],
+            _stage_rows(m.get("stages", {})),
+        ),
+        f"## Licence\n\n{licence_note}\n\n## Examples\n",
+    ]  # fmt: skip
+    for n, rows in tables.items():
+        clip = [{k: v[:300] + "…" if isinstance(v, str) and len(v) > 300 else v for k, v in r.items()} for r in rows[:2]]  # fmt: skip
+        parts.append(f"### {n}\n\n" + _fenced(json.dumps(clip, ensure_ascii=False, indent=1)))
+    return "\n".join(p for p in parts if p)
+
+
+def build_hub_folder(run_dir: str | Path, repo_id: str) -> tuple[Path, dict[str, int]]:
+    """Write ``<run>/hub/`` (parquet tables + README.md); returns it and rows per config."""
+    data = load_run(run_dir)
+    titles: dict[str, str] = {}
+    langs: set[str] = set()
+    licences: Counter[str] = Counter()
+    for d in data.documents():
+        titles[d.doc_id] = d.title
+        langs.add(d.lang)
+        if lic := d.meta.get("license") or d.meta.get("licence"):
+            licences[str(lic)] += 1
+    langs |= {q.lang for q in data.queries.values()}
+    tables = hub_tables(data, titles)
+    if not tables:
+        raise PublishError(f"{data.root}: nothing to publish (no passages, queries or records)")
+    # the temporary folder is not named "*.tmp": RunStore unlinks those files at start
+    final, tmp = data.root / "hub", data.root / ".hub-partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for name, rows in tables.items():
+        _write_table(tmp, name, rows)
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "README.md").write_text(render_card(data, repo_id, tables, langs, licences), "utf-8")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final, {name: len(rows) for name, rows in tables.items()}
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return env or bool(constants.HF_HUB_OFFLINE)
+
+
+def publish_run(
+    run_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    dry_run: bool = False,
+    token_env: str = "HF_TOKEN",
+) -> PublishResult:
+    """Build ``<run>/hub/`` and upload it as dataset ``repo_id`` (token from ``$token_env``).
+
+    Raises:
+        PublishError: bad repo id (checked first), no token, offline, or the upload failed;
+            the folder is kept. The token never appears in messages, logs or files.
+    """
+    if not isinstance(repo_id, str) or not REPO_ID_RE.match(repo_id):
+        raise PublishError(f"bad repo id {repo_id!r}: expected ORG/NAME (letters, digits, _ . -)")
+    if not Path(run_dir).is_dir():
+        raise PublishError(f"{run_dir}: not a run directory")
+    folder, configs = build_hub_folder(run_dir, repo_id)
+    result = PublishResult(folder, repo_id, configs)
+    log.info("hub folder ready: %s (%s)", folder, ", ".join(f"{k}={v}" for k, v in configs.items()))
+    if dry_run:
+        return result
+    token = os.environ.get(token_env, "").strip()
+    kept = f"the folder is kept at {folder}"
+    if not token:
+        raise PublishError(f"no token: set the environment variable {token_env}; {kept}")
+    if _offline():
+        raise PublishError(f"cannot upload: offline mode (HF_HUB_OFFLINE) is on; {kept}")
+    try:
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
+        repo = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        message = "Upload dataset generated with fingen"
+        api.upload_folder(
+            repo_id=repo_id, repo_type="dataset", folder_path=str(folder), commit_message=message
+        )
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}".replace(token, "***")[:300]
+        what = "offline mode" if type(exc).__name__ == "OfflineModeIsEnabled" else "upload failed"
+        raise PublishError(f"cannot publish {repo_id}: {what} ({detail}); {kept}") from None
+    result.uploaded, result.url = True, str(getattr(repo, "url", repo))
+    log.info("published %s", result.url)
+    return result
