@@ -104,6 +104,51 @@ def ingest(
     )
 
 
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (holds manifest.json).")],
+    out: Annotated[str, typer.Option(help="File name inside the run directory.")] = "report.html",
+) -> None:
+    """Write a self-contained HTML report of a run (opens offline in any browser)."""
+    from fingen.console import console
+    from fingen.report import write_report
+
+    path = write_report(_run_dir(run_dir), out)
+    console.print(f"report: [bold]{path}[/]")
+
+
+@app.command()
+def publish(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (holds manifest.json).")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub dataset repo, ORG/NAME.")],
+    private: Annotated[bool, typer.Option(help="Create the repo as private.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Build RUN_DIR/hub/ and stop (no upload).")] = False,
+    token_env: Annotated[str, typer.Option(help="Env var holding the hub token.")] = "HF_TOKEN",
+) -> None:
+    """Build a hub-ready folder (parquet per table + dataset card) and upload it.
+
+    The token is read from the environment (HF_TOKEN by default) and never written anywhere.
+    The folder loads back with datasets.load_dataset(RUN_DIR/hub, CONFIG).
+    """
+    from fingen.console import console
+    from fingen.export.hub import publish_run
+
+    result = publish_run(
+        _run_dir(run_dir), repo_id, private=private, dry_run=dry_run, token_env=token_env
+    )
+    configs = ", ".join(f"{name}={rows}" for name, rows in result.configs.items())
+    console.print(f"hub folder: [bold]{result.folder}[/] ({configs})")
+    console.print(f"uploaded: {result.url}" if result.uploaded else "not uploaded (--dry-run)")
+
+
+def _run_dir(path: Path) -> Path:
+    from fingen.errors import InputError
+
+    if not (path / "manifest.json").is_file():
+        raise InputError("not a run directory (no manifest.json)", path=str(path))
+    return path
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 

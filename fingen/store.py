@@ -101,7 +101,7 @@ class RunStore:
     def __init__(self, run_dir: str | Path) -> None:
         self.root = Path(run_dir)
         self.root.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob("*.tmp"):  # leftovers of a killed run
+        for stale in self.root.glob("*.jsonl.tmp"):  # leftovers of a killed run
             stale.unlink(missing_ok=True)
 
     @property
