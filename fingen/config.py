@@ -5,11 +5,12 @@ A typo in any key is an error that names the key and where it is.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from fingen.errors import ConfigError
 
@@ -120,6 +121,16 @@ class PipelineConfig(_Strict):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     stages: list[StageConfig] = Field(min_length=1)
+    _source_dir: Path | None = PrivateAttr(None)  # folder of the YAML file, for relative paths
+
+    def resolve_path(self, path: str) -> Path:
+        """``$VARS`` and ``~`` expanded; a relative path that is not found from the working
+        directory is taken relative to the pipeline file's folder."""
+        p = Path(os.path.expandvars(os.path.expanduser(path)))
+        if p.is_absolute() or p.exists() or self._source_dir is None:
+            return p
+        beside = self._source_dir / p
+        return beside if beside.exists() else p
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PipelineConfig:
@@ -209,6 +220,8 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
         raise ConfigError("a pipeline must be a YAML mapping", where=str(p))
     data = apply_overrides(data, overrides or [])
     try:
-        return PipelineConfig.model_validate(data)
+        config = PipelineConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc), where=p.name) from None
+    config._source_dir = p.resolve().parent
+    return config

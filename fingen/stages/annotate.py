@@ -65,7 +65,11 @@ def _round_engine(ctx: StageContext, endpoint: RoundEndpoint, roots: list[Any]) 
 def _texts(ctx: StageContext, params: AnnotateParams) -> list[TextItem]:
     if params.path is None and params.input is None:
         raise ConfigError("give 'input' or 'path'", where=f"stages.{ctx.key}.params")
-    rows = read_text_rows(params.path) if params.path else ctx.read(str(params.input), None)  # type: ignore[arg-type]
+    rows = (
+        read_text_rows(ctx.config.resolve_path(params.path))
+        if params.path
+        else ctx.read(str(params.input), None)
+    )  # type: ignore[arg-type]
     texts: list[TextItem] = []
     for row in rows_to_texts(rows, text_field=params.text_field, id_field=params.id_field):
         if params.limit is not None and len(texts) >= params.limit:

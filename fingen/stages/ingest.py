@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -18,7 +16,7 @@ from fingen.ingest import (
     iter_documents,
     load_hf,
 )
-from fingen.records import Document, Failure, Passage
+from fingen.records import Document, Failure
 from fingen.stages.base import StageContext, StageParams, stage
 
 __all__ = ["ChunkParams", "IngestParams", "chunk", "ingest"]
@@ -43,11 +41,7 @@ class IngestParams(StageParams):
     max_bytes: int = Field(50 * 1024 * 1024, gt=0)
 
 
-def _resolve(path: str) -> Path:
-    return Path(os.path.expandvars(os.path.expanduser(path)))
-
-
-def _source(params: IngestParams) -> Iterator[Document | Failure]:
+def _source(ctx: StageContext, params: IngestParams) -> Iterator[Document | Failure]:
     fields = params.fields or _PRESETS.get(params.preset) or FieldMap()
     limit = params.limit + params.skip if params.limit else None
     options = IngestOptions(
@@ -56,7 +50,9 @@ def _source(params: IngestParams) -> Iterator[Document | Failure]:
     if params.hf is not None:
         yield from load_hf(params.hf.name, params.hf.split, fields, options=options)
     if params.paths:
-        yield from iter_documents([_resolve(p) for p in params.paths], options=options)
+        yield from iter_documents(
+            [ctx.config.resolve_path(p) for p in params.paths], options=options
+        )
 
 
 @stage(IngestParams)
@@ -69,7 +65,7 @@ def ingest(ctx: StageContext, params: IngestParams) -> None:
     bar = ctx.progress("documents")
     seen = 0
     langs: dict[str, int] = {}
-    for item in _source(params):
+    for item in _source(ctx, params):
         ctx.stats.inputs += 1
         if isinstance(item, Failure):
             ctx.fail(item)

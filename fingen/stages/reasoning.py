@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Literal
@@ -76,8 +75,8 @@ class QASourceParams(StageParams):
     skip: int = Field(0, ge=0, description="skip this many items first")
 
 
-def _qa_rows(params: QASourceParams) -> Iterator[QAItem | Failure]:
-    path = os.path.expandvars(os.path.expanduser(params.path))
+def _qa_rows(ctx: StageContext, params: QASourceParams) -> Iterator[QAItem | Failure]:
+    path = str(ctx.config.resolve_path(params.path))
     name, mapping = params.name or params.source, params.fields or FieldMapping()
     if params.source in LOADERS:
         return LOADERS[params.source](path, source=name)
@@ -94,7 +93,7 @@ def qa_source(ctx: StageContext, params: QASourceParams) -> None:
     """
     seen: set[str] = set()
     skipped, types, bar, out = 0, Counter[str](), ctx.progress("items"), ctx.output()
-    for row in _qa_rows(params):
+    for row in _qa_rows(ctx, params):
         if params.limit is not None and ctx.stats.succeeded >= params.limit:
             break
         if isinstance(row, Failure):
