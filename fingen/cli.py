@@ -105,6 +105,16 @@ def ingest(
 
 
 @app.command()
+def stages(
+    names: Annotated[list[str] | None, typer.Argument(help="Stage names (default: all).")] = None,
+) -> None:
+    """List pipeline stages and their params (types, defaults, meaning) as Markdown."""
+    from fingen.console import stage_reference
+
+    typer.echo(stage_reference(names))
+
+
+@app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (holds manifest.json).")],
     out: Annotated[str, typer.Option(help="File name inside the run directory.")] = "report.html",

@@ -109,3 +109,32 @@ def ingest_files(
         f"{passages_out.path}; {skipped} skipped {failures or ''}"
     )
     return docs_out.rows, passages_out.rows, skipped
+
+
+def stage_reference(names: list[str] | None = None) -> str:
+    """Markdown reference of stages and their params (from the params models themselves)."""
+    from fingen.pipeline import STAGES, resolve_stage
+
+    lines = []
+    for name in names or list(STAGES):
+        fn = resolve_stage(name)
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        lines += [
+            f"### `{name}`",
+            "",
+            doc,
+            "",
+            "| param | type | default | meaning |",
+            "|---|---|---|---|",
+        ]
+        for pname, field in fn.params_model.model_fields.items():
+            ann = getattr(field.annotation, "__name__", None) or str(field.annotation)
+            ann = ann.replace("typing.", "").replace("|", "\\|")
+            default = (
+                "required"
+                if field.is_required()
+                else repr(field.get_default(call_default_factory=True))
+            )
+            lines.append(f"| `{pname}` | {ann} | `{default}` | {field.description or ''} |")
+        lines.append("")
+    return "\n".join(lines)

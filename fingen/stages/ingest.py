@@ -31,10 +31,14 @@ class HFSource(StageParams):
 
 class IngestParams(StageParams):
     paths: list[str] = Field(default_factory=list, description="files or directories")
-    hf: HFSource | None = None
-    preset: Literal["none", "financebench", "cfbenchmark"] = "none"
-    fields: FieldMap | None = None
-    lang: str | None = None
+    hf: HFSource | None = Field(None, description="a Hugging Face dataset instead of files")
+    preset: Literal["none", "financebench", "cfbenchmark"] = Field(
+        "none", description="field map preset"
+    )
+    fields: FieldMap | None = Field(
+        None, description="JSONL/CSV/HF columns: text_field, id_field, ..."
+    )
+    lang: str | None = Field(None, description="force a language (default: detected)")
     limit: int | None = Field(None, ge=1)
     skip: int = Field(0, ge=0, description="skip this many documents first")
     min_chars: int = Field(0, ge=0, description="shorter documents are skipped as 'too_short'")
@@ -92,10 +96,14 @@ def ingest(ctx: StageContext, params: IngestParams) -> None:
 
 
 class ChunkParams(StageParams):
-    input: str = "ingest"
-    max_chars: int | None = Field(None, gt=0, description="default 1200 (en) / 600 (zh)")
-    overlap_sentences: int = Field(0, ge=0)
-    min_chars: int | None = Field(None, ge=0)
+    input: str = Field("ingest", description="stage output holding the Documents")
+    max_chars: int | None = Field(
+        None, gt=0, description="passage size; default 1200 (en) / 600 (zh)"
+    )
+    overlap_sentences: int = Field(0, ge=0, description="sentences repeated between passages")
+    min_chars: int | None = Field(
+        None, ge=0, description="shorter passages merge into the previous"
+    )
 
 
 @stage(ChunkParams)
