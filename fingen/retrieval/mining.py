@@ -1,0 +1,222 @@
+"""Indirect positives (FinCPRG): candidates from a query's local space and the corpus, judged.
+
+For each query the candidates are the other passages of its source document(s) (the local
+traversal space) and, optionally, the embedder's top-k over the whole corpus. Pairs that
+already carry a label (direct, judged, anything in ``labeled``) are never candidates, so
+direct labels are never re-judged. A judge grades each candidate 0–2:
+
+- ``score >= threshold`` (default 1) -> ``Qrel(kind="mined")`` (exported to ``*_extended``),
+- ``score == 0``                      -> ``Qrel(kind="negative", score=0)``, a verified negative,
+- ``0 < score < threshold``           -> "partial": neither; kept so it is never a negative.
+
+>>> cands = gather_candidates(queries, passages, labeled=labeled_pairs(qrels),
+...                           embedder=emb, global_top_k=10)          # doctest: +SKIP
+>>> for outcome in judge_candidates(cands, LLMJudge(engine)): ...     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from fingen.records import Failure, Passage, Qrel, Query
+from fingen.retrieval.judges import Candidate, Judge, Verdict
+
+if TYPE_CHECKING:
+    from fingen.embed.base import Embedder
+    from fingen.embed.index import VectorIndex
+
+__all__ = [
+    "MineOutcome",
+    "Outcome",
+    "encode_corpus",
+    "gather_candidates",
+    "judge_candidates",
+    "labeled_pairs",
+    "verdict_outcome",
+]
+
+Outcome = Literal["positive", "negative", "partial", "failed"]
+_QUERY_BATCH = 256
+
+
+@dataclass(frozen=True)
+class MineOutcome:
+    """What one judged candidate became: a mined/negative/partial ``Qrel``, or a ``Failure``."""
+
+    outcome: Outcome
+    record: Qrel | Failure
+    verdict: Verdict
+
+
+def labeled_pairs(qrels: Iterable[Qrel]) -> dict[str, set[str]]:
+    """query_id -> passage ids that already carry any label (never candidates again)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for q in qrels:
+        out[q.query_id].add(q.passage_id)
+    return dict(out)
+
+
+def encode_corpus(
+    embedder: Embedder, passages: Sequence[Passage], *, show_progress: bool = False
+) -> np.ndarray:
+    """Passage vectors (n, dim), L2-normalized, in ``passages`` order."""
+    return embedder.encode([p.text for p in passages], kind="passage", show_progress=show_progress)
+
+
+def _source_docs(query: Query, doc_of: Mapping[str, str]) -> list[str]:
+    docs = list(query.source_doc_ids)
+    for pid in query.source_passage_ids:
+        doc = doc_of.get(pid)
+        if doc is not None and doc not in docs:
+            docs.append(doc)
+    return docs
+
+
+def _local_distance(idx: int, anchors: list[int], passages: Sequence[Passage]) -> int:
+    p = passages[idx]
+    same = [abs(p.order - passages[a].order) for a in anchors if passages[a].doc_id == p.doc_id]
+    return min(same) if same else 1_000_000 + p.order
+
+
+def gather_candidates(
+    queries: Sequence[Query],
+    passages: Sequence[Passage],
+    *,
+    labeled: Mapping[str, set[str]] | None = None,
+    local: bool = True,
+    global_top_k: int = 0,
+    max_candidates: int | None = 20,
+    embedder: Embedder | None = None,
+    passage_vectors: np.ndarray | None = None,
+    index: VectorIndex | None = None,
+) -> Iterator[Candidate]:
+    """Candidates per query, most similar first, at most ``max_candidates`` per query.
+
+    Args:
+        queries: the queries to mine for.
+        passages: the whole corpus.
+        labeled: query_id -> passages already labeled for it (see ``labeled_pairs``); skipped.
+        local: take the other passages of the query's source document(s) (its
+            ``source_doc_ids`` and the documents of its ``source_passage_ids``).
+        global_top_k: also take the embedder's top-k over the corpus (0 = off).
+        max_candidates: cap per query (None = no cap). With an embedder candidates are ranked
+            by cosine similarity; without one, local passages by distance to a source passage.
+        embedder: ranks candidates and serves ``global_top_k``; required when it is > 0.
+        passage_vectors: precomputed passage vectors (else encoded here when needed).
+        index: a ``VectorIndex`` over ``passage_vectors`` (else built here when needed).
+
+    Raises:
+        ValueError: ``global_top_k > 0`` without an embedder or vectors + index.
+    """
+    from fingen.embed.index import build_index
+
+    labeled = labeled or {}
+    pos = {p.passage_id: i for i, p in enumerate(passages)}
+    by_doc: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(passages):
+        by_doc[p.doc_id].append(i)
+    doc_of = {p.passage_id: p.doc_id for p in passages}
+    use_vectors = embedder is not None or passage_vectors is not None
+    if global_top_k > 0 and not use_vectors:
+        raise ValueError("global_top_k > 0 needs an embedder (or passage_vectors and an index)")
+    if use_vectors and passage_vectors is None:
+        assert embedder is not None
+        passage_vectors = encode_corpus(embedder, passages)
+    if global_top_k > 0 and index is None:
+        index = build_index(passage_vectors)  # type: ignore[arg-type]
+    for start in range(0, len(queries), _QUERY_BATCH):
+        batch = queries[start : start + _QUERY_BATCH]
+        qvecs = None
+        hits: np.ndarray | None = None
+        if use_vectors:
+            if embedder is None:
+                raise ValueError("ranking needs an embedder to encode the queries")
+            qvecs = embedder.encode([q.text for q in batch], kind="query")
+            if global_top_k > 0 and index is not None and len(passages):
+                hits = index.search(qvecs, global_top_k)[1]
+        for row, query in enumerate(batch):
+            done = labeled.get(query.query_id, set())
+            found: dict[int, str] = {}
+            if local:
+                for doc in _source_docs(query, doc_of):
+                    for i in by_doc.get(doc, []):
+                        if passages[i].passage_id not in done:
+                            found[i] = "local"
+            if hits is not None:
+                for i in hits[row].tolist():
+                    if i >= 0 and passages[i].passage_id not in done:
+                        found[i] = "local+global" if found.get(i) == "local" else "global"
+            yield from _ranked(
+                query, found, passages, pos, qvecs, row, passage_vectors, max_candidates
+            )
+
+
+def _ranked(
+    query: Query,
+    found: dict[int, str],
+    passages: Sequence[Passage],
+    pos: Mapping[str, int],
+    qvecs: np.ndarray | None,
+    row: int,
+    passage_vectors: np.ndarray | None,
+    max_candidates: int | None,
+) -> Iterator[Candidate]:
+    ids = list(found)
+    if not ids:
+        return
+    if qvecs is not None and passage_vectors is not None:
+        sims = passage_vectors[ids] @ qvecs[row]
+        order = np.argsort(-sims, kind="stable")
+        ranked = [(ids[j], float(sims[j])) for j in order]
+    else:
+        anchors = [pos[p] for p in query.source_passage_ids if p in pos]
+        ids.sort(key=lambda i: (_local_distance(i, anchors, passages), i))
+        ranked = [(i, None) for i in ids]  # type: ignore[misc]
+    for i, sim in ranked[:max_candidates]:
+        yield Candidate(query, passages[i], found[i], sim)
+
+
+def verdict_outcome(verdict: Verdict, *, threshold: int = 1) -> MineOutcome:
+    """Turn one verdict into a mined positive, a verified negative, a partial, or a failure."""
+    cand = verdict.candidate
+    if verdict.score is None:
+        failure = verdict.failure or Failure(
+            stage="mine", item_id=cand.pair_id, reason="no_verdict"
+        )
+        return MineOutcome("failed", failure, verdict)
+    if verdict.score >= threshold:
+        outcome: Outcome = "positive"
+    elif verdict.score == 0:
+        outcome = "negative"
+    else:
+        outcome = "partial"
+    qrel = Qrel(
+        query_id=cand.query.query_id,
+        passage_id=cand.passage.passage_id,
+        score=verdict.score,
+        kind="negative" if outcome == "negative" else "mined",
+        judge=verdict.judge,
+        rationale=verdict.rationale or None,
+    )
+    return MineOutcome(outcome, qrel, verdict)
+
+
+def judge_candidates(
+    candidates: Iterable[Candidate], judge: Judge, *, threshold: int = 1
+) -> Iterator[MineOutcome]:
+    """Judge every candidate (lazily, in order) and classify the verdicts.
+
+    Args:
+        candidates: from ``gather_candidates`` (or any iterable of ``Candidate``).
+        judge: an ``LLMJudge``, ``CrossEncoderJudge`` or any ``Judge``.
+        threshold: the lowest grade (1 or 2) that makes a mined positive.
+    """
+    if threshold not in (1, 2):
+        raise ValueError(f"threshold must be 1 or 2, got {threshold!r}")
+    for verdict in judge.judge(candidates):
+        yield verdict_outcome(verdict, threshold=threshold)

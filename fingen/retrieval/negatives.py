@@ -1,0 +1,258 @@
+"""Hard negatives (FinBERT2, sentence-transformers' ``mine_hard_negatives``).
+
+Per query: rank the corpus with the embedder, keep ranks in ``[range_min, range_max)``
+(0-based positions in the full ranking, positives included), drop every passage that is a
+known positive (any label with score > 0: direct, judged, mined, partial), drop candidates
+within the margin of the positive (``absolute_margin``: ``neg <= pos - m``;
+``relative_margin``: ``neg <= pos - |pos| * r``, i.e. ``pos * (1 - r)`` for ``pos > 0``), where
+``pos`` is the *lowest* similarity among the query's positives (the conservative choice),
+then take the top ones or a seeded random sample. Verified negatives from mining (judged 0)
+come first, most similar first, without window or margin: a judge has already seen them.
+
+``hard_negatives_for_vectors`` works on plain arrays (bench/mining.py calls it);
+``hard_negatives`` works on records and yields one ``HardNegatives`` per query.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fingen.records import Failure, Passage, Qrel, Query, Record
+
+if TYPE_CHECKING:
+    from fingen.embed.base import Embedder
+    from fingen.embed.index import VectorIndex
+
+__all__ = [
+    "HardNegativeConfig",
+    "HardNegatives",
+    "hard_negatives",
+    "hard_negatives_for_vectors",
+    "select_negatives",
+]
+
+Picked = tuple[int, float, str]  # (corpus index, similarity, source)
+POSITIVE_KINDS = ("direct", "judged", "mined")
+
+
+class HardNegativeConfig(BaseModel):
+    """How negatives are chosen from the embedder's ranking."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    range_min: int = Field(10, ge=0, description="first rank considered (0-based)")
+    range_max: int = Field(100, ge=1, description="ranks below this are considered")
+    absolute_margin: float | None = Field(None, description="neg <= pos - margin")
+    relative_margin: float | None = Field(None, ge=0, lt=1, description="neg <= pos - |pos|*r")
+    max_score: float | None = Field(None, description="neg similarity at most this")
+    num_negatives: int = Field(15, ge=1)
+    sampling: Literal["top", "random"] = "top"
+    seed: int = 42
+    use_verified: bool = True
+
+    @model_validator(mode="after")
+    def _window(self) -> HardNegativeConfig:
+        if self.range_min >= self.range_max:
+            raise ValueError(f"range_min ({self.range_min}) must be < range_max ({self.range_max})")
+        return self
+
+
+class HardNegatives(Record):
+    """One query's training group: its positives and hard negatives (with where each came from)."""
+
+    query_id: str
+    positive_ids: list[str]
+    negative_ids: list[str] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=list)  # per negative: "verified" | "ranked"
+    scores: list[float] = Field(default_factory=list)  # per negative: embedder similarity
+
+
+def _allowed(score: float, pos: float | None, config: HardNegativeConfig) -> bool:
+    if config.max_score is not None and score > config.max_score:
+        return False
+    if pos is None:
+        return True
+    if config.absolute_margin is not None and score > pos - config.absolute_margin:
+        return False
+    return not (
+        config.relative_margin is not None and score > pos - abs(pos) * config.relative_margin
+    )
+
+
+def select_negatives(
+    ranked_idx: np.ndarray,
+    ranked_scores: np.ndarray,
+    *,
+    positive_score: float | None,
+    exclude: set[int],
+    config: HardNegativeConfig,
+    rng: np.random.Generator | None = None,
+    verified: Sequence[tuple[int, float]] = (),
+) -> list[Picked]:
+    """Negatives for one query from its ranking (best first) and its verified negatives.
+
+    Args:
+        ranked_idx: corpus indices of the embedder's ranking, best first (-1 = padding).
+        ranked_scores: their similarities.
+        positive_score: the reference positive similarity for the margins (None: no margin).
+        exclude: corpus indices that must never be negatives (known positives).
+        config: window, margins, count and sampling.
+        rng: random generator for ``sampling="random"``.
+        verified: (corpus index, similarity) of judged negatives, taken first.
+    """
+    picked: list[Picked] = []
+    seen = set(exclude)
+    if config.use_verified:
+        for idx, score in sorted(verified, key=lambda v: -v[1]):
+            if idx not in seen and len(picked) < config.num_negatives:
+                picked.append((int(idx), float(score), "verified"))
+                seen.add(idx)
+    need = config.num_negatives - len(picked)
+    if need <= 0:
+        return picked
+    stop = min(config.range_max, len(ranked_idx))
+    pool = [
+        (int(i), float(s))
+        for i, s in zip(
+            ranked_idx[config.range_min : stop], ranked_scores[config.range_min : stop], strict=True
+        )
+        if i >= 0 and int(i) not in seen and _allowed(float(s), positive_score, config)
+    ]
+    if config.sampling == "random" and len(pool) > need:
+        rng = rng or np.random.default_rng(config.seed)
+        chosen = np.sort(rng.choice(len(pool), size=need, replace=False))
+        pool = [pool[j] for j in chosen]
+    picked.extend((i, s, "ranked") for i, s in pool[:need])
+    return picked
+
+
+def hard_negatives_for_vectors(
+    query_vectors: np.ndarray,
+    corpus_vectors: np.ndarray,
+    positives: Sequence[Iterable[int]],
+    *,
+    config: HardNegativeConfig | None = None,
+    exclude: Sequence[Iterable[int]] | None = None,
+    verified: Sequence[Iterable[int]] | None = None,
+    index: VectorIndex | None = None,
+    batch_size: int = 1024,
+) -> list[list[Picked]]:
+    """Hard negatives for every query on plain arrays (normalized vectors, inner product).
+
+    Args:
+        query_vectors: (n_queries, dim).
+        corpus_vectors: (n_corpus, dim).
+        positives: per query, corpus indices of its positives (margins use the lowest score).
+        config: see ``HardNegativeConfig`` (defaults: ranks 10–100, 15 negatives, top).
+        exclude: per query, further indices never to pick (e.g. partially relevant).
+        verified: per query, indices of verified negatives (taken first).
+        index: a ``VectorIndex`` over ``corpus_vectors`` (else one is built: faiss if present).
+        batch_size: queries per search call.
+
+    Returns:
+        Per query, a list of (corpus index, similarity, source), at most ``num_negatives``.
+    """
+    from fingen.embed.index import build_index
+
+    config = config or HardNegativeConfig()
+    queries = np.asarray(query_vectors, dtype=np.float32)
+    corpus = np.asarray(corpus_vectors, dtype=np.float32)
+    index = index or build_index(corpus)
+    out: list[list[Picked]] = []
+    k = min(config.range_max, len(corpus))
+    for start in range(0, len(queries), batch_size):
+        block = queries[start : start + batch_size]
+        scores, indices = index.search(block, k)
+        for row in range(len(block)):
+            qi = start + row
+            pos = sorted(set(positives[qi]))
+            banned = set(pos) | (set(exclude[qi]) if exclude is not None else set())
+            pos_score = float((corpus[pos] @ block[row]).min()) if pos else None
+            ver = sorted(set(verified[qi])) if verified is not None else []
+            ver_scores = (corpus[ver] @ block[row]).tolist() if ver else []
+            rng = np.random.default_rng((config.seed, qi))
+            out.append(
+                select_negatives(
+                    indices[row],
+                    scores[row],
+                    positive_score=pos_score,
+                    exclude=banned,
+                    config=config,
+                    rng=rng,
+                    verified=list(zip(ver, ver_scores, strict=True)),
+                )
+            )
+    return out
+
+
+def hard_negatives(
+    queries: Sequence[Query],
+    passages: Sequence[Passage],
+    qrels: Iterable[Qrel],
+    *,
+    embedder: Embedder,
+    config: HardNegativeConfig | None = None,
+    min_positive_score: int = 1,
+    passage_vectors: np.ndarray | None = None,
+    index: VectorIndex | None = None,
+    stage: str = "hard_negatives",
+) -> Iterator[HardNegatives | Failure]:
+    """One ``HardNegatives`` per query; ``Failure`` for queries without positive or negative.
+
+    Positives are direct labels (relevant by construction) and judged/mined labels with
+    ``score >= min_positive_score``; every label with ``score > 0`` is excluded from the
+    negatives; ``kind="negative"`` labels are the verified negatives.
+    """
+    config = config or HardNegativeConfig()
+    pos_of = {p.passage_id: i for i, p in enumerate(passages)}
+    positives: dict[str, dict[int, tuple[int, int, int]]] = defaultdict(dict)
+    banned: dict[str, set[int]] = defaultdict(set)
+    verified: dict[str, set[int]] = defaultdict(set)
+    for q in qrels:
+        i = pos_of.get(q.passage_id)
+        if i is None:
+            continue
+        if q.kind == "negative":
+            verified[q.query_id].add(i)
+        elif q.score > 0:
+            banned[q.query_id].add(i)
+            if q.kind == "direct" or (q.kind in POSITIVE_KINDS and q.score >= min_positive_score):
+                key = (POSITIVE_KINDS.index(q.kind), -q.score, i)  # direct first, then by grade
+                positives[q.query_id][i] = min(key, positives[q.query_id].get(i, key))
+    todo = [q for q in queries if positives.get(q.query_id)]
+    for q in queries:
+        if not positives.get(q.query_id):
+            yield Failure(stage=stage, item_id=q.query_id, reason="no_positive")
+    if not todo:
+        return
+    if passage_vectors is None:
+        passage_vectors = embedder.encode([p.text for p in passages], kind="passage")
+    qvecs = embedder.encode([q.text for q in todo], kind="query")
+    picked = hard_negatives_for_vectors(
+        qvecs,
+        passage_vectors,
+        [positives[q.query_id] for q in todo],
+        config=config,
+        exclude=[banned[q.query_id] for q in todo],
+        verified=[verified[q.query_id] for q in todo],
+        index=index,
+    )
+    for q, negs in zip(todo, picked, strict=True):
+        if not negs:
+            yield Failure(stage=stage, item_id=q.query_id, reason="no_negatives")
+            continue
+        yield HardNegatives(
+            query_id=q.query_id,
+            positive_ids=[
+                passages[i].passage_id
+                for i in sorted(positives[q.query_id], key=positives[q.query_id].__getitem__)
+            ],
+            negative_ids=[passages[i].passage_id for i, _, _ in negs],
+            sources=[s for _, _, s in negs],
+            scores=[round(v, 6) for _, v, _ in negs],
+        )
