@@ -114,6 +114,60 @@ def stages(
     typer.echo(stage_reference(names))
 
 
+@app.command("eval")
+def eval_(
+    beir_dir: Annotated[
+        Path, typer.Argument(help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")
+    ],
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Embedder: minilm, e5 or a path (repeatable)."),
+    ] = None,
+    bm25: Annotated[
+        bool, typer.Option("--bm25/--no-bm25", help="Include BM25 (bm25s; jieba for zh).")
+    ] = True,
+    lang: Annotated[
+        str, typer.Option(help="Corpus language for BM25 tokenization: en or zh.")
+    ] = "en",
+    out: Annotated[Path | None, typer.Option(help="Also write the metrics as JSON here.")] = None,
+) -> None:
+    """nDCG@10, Recall@10/100 and MRR@10 per query level and overall."""
+    from fingen.console import console
+    from fingen.retrieval.evaluate import print_report
+    from fingen.runs import evaluate
+
+    report_ = evaluate(beir_dir, model or [], bm25, lang, out)
+    print_report(report_, console)
+    if out is not None:
+        console.print(f"metrics: [bold]{out}[/]")
+
+
+@app.command()
+def audit(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with mined labels.")],
+    sample: Annotated[int, typer.Option(min=1, help="Pairs judged for each estimate.")] = 50,
+    judge: Annotated[
+        str, typer.Option(help="llm (the run's llm config + --set) or cross_encoder.")
+    ] = "llm",
+    cross_encoder: Annotated[
+        str | None, typer.Option(help="CrossEncoder model path (judge=cross_encoder).")
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Estimate mined-label precision and the false-negative rate (FinCPRG reports ~4%).
+
+    Re-judges a sample of mined pairs and of unlabeled top-ranked pairs; writes audit.json.
+    Use a stronger judge than the run's with e.g. --set llm.model=... .
+    """
+    from fingen.console import console
+    from fingen.runs import audit as run_audit
+
+    result = run_audit(
+        run_dir, sample, judge=judge, cross_encoder=cross_encoder, overrides=set_ or []
+    )
+    console.print_json(data=result)
+
+
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (holds manifest.json).")],

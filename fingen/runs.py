@@ -1,0 +1,75 @@
+"""Operations on a finished run directory: its config, evaluation and label audit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fingen.config import PipelineConfig, apply_overrides, format_validation_error
+from fingen.errors import ConfigError, InputError
+
+__all__ = ["audit", "evaluate", "run_config"]
+
+
+def run_config(run_dir: Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """The pipeline config recorded in ``run_dir/manifest.json``, with ``--set`` overrides."""
+    from pydantic import ValidationError
+
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise InputError("not a run directory (no manifest.json)", path=str(run_dir))
+    data = json.loads(manifest_path.read_text(encoding="utf-8")).get("config", {})
+    data = apply_overrides(data, overrides or [])
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc), where="run config") from None
+
+
+def evaluate(
+    beir_dir: Path, models: list[str], bm25: bool, lang: str, out: Path | None
+) -> dict[str, Any]:
+    """``fingen eval``: metrics per level for BM25 and embedders; JSON written to ``out``."""
+    from fingen.retrieval.evaluate import evaluate_beir
+
+    if not (beir_dir / "corpus.jsonl").is_file():
+        raise InputError("not a BEIR directory (no corpus.jsonl)", path=str(beir_dir))
+    if not models and not bm25:
+        raise ConfigError("nothing to evaluate: give --bm25 and/or --model")
+    report = evaluate_beir(beir_dir, models, bm25, lang)
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return report
+
+
+def audit(
+    run_dir: Path,
+    sample: int,
+    *,
+    judge: str = "llm",
+    cross_encoder: str | None = None,
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """``fingen audit``: re-judge mined labels and unlabeled top-ranked pairs.
+
+    The LLM judge is the run's ``llm`` config with ``overrides`` (e.g. a stronger model);
+    it has its own request cache (``cache/audit.sqlite``), so the mining judge's cached
+    verdicts are never reused as the audit's.
+    """
+    from fingen.llm.engine import build_engine
+    from fingen.retrieval.audit import audit_run
+    from fingen.retrieval.judges import build_judge
+
+    config = run_config(run_dir, overrides)
+    engine = None
+    try:
+        if judge == "llm":
+            engine = build_engine(config.llm, cache_path=run_dir / "cache" / "audit.sqlite")
+            judge_impl = build_judge("llm", llm=engine.for_stage("audit"), lang=config.lang)
+        else:
+            judge_impl = build_judge(judge, model=cross_encoder, lang=config.lang)
+        return audit_run(run_dir, sample, judge_impl)
+    finally:
+        if engine is not None:
+            engine.close()
