@@ -5,6 +5,7 @@ Library imports happen inside each command so ``fingen --help`` is instant.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -52,6 +53,36 @@ def run(
 
     config = load_pipeline(pipeline, set_ or [])
     run_with_progress(config, out)
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Run directory (default outputs/demo/<time>)."),
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run every stage on packaged sample data with the embedded model (no GPU, no key).
+
+    ingest -> bottom-up -> top-down -> mining -> filters -> BEIR/ST exports -> CoT
+    distillation -> verification -> SFT/DPO/RL exports -> HTML report. About 10 minutes on
+    2 CPU cores. Try a bigger model later with --set llm.backend=openai ... .
+    """
+    from importlib import resources
+
+    from fingen.config import load_pipeline
+    from fingen.console import console, run_with_progress
+
+    pipeline = Path(str(resources.files("fingen") / "_demo" / "demo.yaml"))
+    result = run_with_progress(load_pipeline(pipeline, set_ or []), out)
+    report_path = result.run_dir / "report.html"
+    if report_path.is_file():
+        console.print(f"report: [bold]{report_path}[/]")
+    exports = result.run_dir / "exports"
+    if exports.is_dir():
+        for path in sorted(p for p in exports.iterdir() if p.is_dir()):
+            console.print(f"export: {path}")
 
 
 @app.command()
@@ -225,6 +256,13 @@ def main() -> None:
 
     # SIGTERM behaves like Ctrl-C: finished work is kept and child servers are stopped.
     signal.signal(signal.SIGTERM, _interrupt)
+    # Models load from installed packages only; keep library progress bars out of ours.
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         app(standalone_mode=False)
     except (typer.Exit, SystemExit) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +16,24 @@ from fingen.stages.base import Progress as StageProgress
 
 __all__ = ["console", "print_summary", "run_with_progress"]
 
-console = Console(stderr=True)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
 def print_summary(result: RunResult) -> None:
     """The end-of-run table: per stage counts, cache hits, requests, tokens, time."""
     table = Table(title=f"fingen run: {result.manifest.get('pipeline')} ({result.status})")
-    for col in ("stage", "in", "ok", "failed", "outputs", "cached", "requests", "tokens", "time"):
-        table.add_column(col, justify="left" if col in ("stage", "outputs") else "right")
+    cols = ("stage", "in", "ok", "fail", "rej", "outputs", "cache", "req", "tokens", "time")
+    for col in cols:
+        left = col in ("stage", "outputs")
+        table.add_column(col, justify="left" if left else "right", min_width=len(col))
     for row in summary_rows(result.manifest):
         table.add_row(*row)
     totals = result.manifest.get("totals", {})
     console.print(table)
+    console.print(
+        "[dim]in: inputs; ok/fail: inputs that succeeded/failed; rej: rows rejected by checks; "
+        "cache: answers from the request cache; req: requests sent[/]"
+    )
     console.print(
         f"tokens in/out: {totals.get('prompt_tokens', 0)}/{totals.get('completion_tokens', 0)}"
         f"  cost: ${totals.get('cost', 0):.4f}  wall: {result.manifest.get('wall_s', 0):.1f}s"
@@ -52,12 +59,19 @@ def run_with_progress(config: PipelineConfig, run_dir: Path | None) -> RunResult
         console=console,
         transient=False,
     ) as bars:
+        open_tasks: list[Any] = []
 
         def make(desc: str, total: int | None) -> StageProgress:
             task = bars.add_task(desc, total=total)
+            open_tasks.append(task)
             return StageProgress(lambda n: bars.advance(task, n))
 
         def on_stage(key: str, entry: dict[str, Any]) -> None:
+            for task in bars.tasks:  # the stage is over: freeze its bars
+                if task.id in open_tasks:
+                    bars.update(task.id, total=task.completed)
+                    bars.stop_task(task.id)
+            open_tasks.clear()
             if entry.get("resumed"):
                 bars.console.print(f"[dim]{key}: done in an earlier run, skipped[/]")
 

@@ -309,17 +309,18 @@ def _totals(stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def summary_rows(manifest: dict[str, Any]) -> list[list[str]]:
-    """Rows for the end-of-run table: stage, in, ok, failed, outputs, cached, requests, tokens, time."""
+    """End-of-run table rows: stage, in, ok, failed, rejected, outputs, cached, requests, tokens, time."""
     rows = []
     for key, e in manifest.get("stages", {}).items():
         u = e.get("usage", {})
-        outs = ", ".join(f"{k}={v}" for k, v in e.get("outputs", {}).items() if k != "failures")
+        outs = "\n".join(f"{k}={v}" for k, v in e.get("outputs", {}).items() if k != "failures")
         rows.append(
             [
                 key + (" (resumed)" if e.get("resumed") else ""),
                 str(e.get("inputs", 0)),
                 str(e.get("succeeded", 0)),
-                str(e.get("failed", 0) + e.get("rejected_rows", 0)),
+                str(e.get("failed", 0)),
+                str(e.get("rejected_rows", 0)),
                 outs,
                 str(u.get("cached", 0)),
                 str(u.get("requests", 0)),

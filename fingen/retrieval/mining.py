@@ -115,6 +115,9 @@ def gather_candidates(
     """
     from fingen.embed.index import build_index
 
+    queries = list(queries)
+    if not queries or not passages:
+        return
     labeled = labeled or {}
     pos = {p.passage_id: i for i, p in enumerate(passages)}
     by_doc: dict[str, list[int]] = defaultdict(list)
