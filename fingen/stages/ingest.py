@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -29,6 +29,57 @@ class HFSource(StageParams):
     split: str = "train"
 
 
+class MetadataJoin(StageParams):
+    """Fill Document fields from a metadata table (JSONL/CSV) joined on a key."""
+
+    path: str = Field(description="JSONL or CSV file with one row per key")
+    key: str = Field(description="column of the table holding the join key")
+    doc_key: str = Field("title", description="Document field or meta key matched against key")
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Document field -> table column (title, date, industry, company, doc_type, lang)",
+    )
+
+
+_JOINABLE = {"title", "date", "industry", "company", "doc_type", "lang"}
+
+
+def _load_join(ctx: StageContext, join: MetadataJoin) -> dict[str, dict[str, Any]]:
+    import csv
+    import json
+
+    from fingen.errors import ConfigError, InputError
+
+    bad = set(join.fields) - _JOINABLE
+    if bad:
+        raise ConfigError(
+            f"cannot fill {sorted(bad)}; allowed: {sorted(_JOINABLE)}",
+            where=f"stages.{ctx.key}.params.join.fields",
+        )
+    path = ctx.config.resolve_path(join.path)
+    if not path.is_file():
+        raise InputError("metadata table not found", path=str(path))
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        if path.suffix == ".csv":
+            rows: list[dict[str, Any]] = list(csv.DictReader(f))
+        else:
+            rows = [json.loads(line) for line in f if line.strip()]
+    return {str(r[join.key]): r for r in rows if join.key in r}
+
+
+def _joined(doc: Document, join: MetadataJoin, table: dict[str, dict[str, Any]]) -> Document:
+    value = (
+        getattr(doc, join.doc_key, None)
+        if join.doc_key in Document.model_fields
+        else doc.meta.get(join.doc_key)
+    )
+    row = table.get(str(value))
+    if row is None:
+        return doc
+    update = {f: str(row[col]) for f, col in join.fields.items() if row.get(col) not in (None, "")}
+    return doc.model_copy(update=update)
+
+
 class IngestParams(StageParams):
     paths: list[str] = Field(default_factory=list, description="files or directories")
     hf: HFSource | None = Field(None, description="a Hugging Face dataset instead of files")
@@ -41,13 +92,15 @@ class IngestParams(StageParams):
     lang: str | None = Field(None, description="force a language (default: detected)")
     limit: int | None = Field(None, ge=1)
     skip: int = Field(0, ge=0, description="skip this many documents first")
+    stride: int = Field(1, ge=1, description="keep every N-th document (a spread-out sample)")
+    join: MetadataJoin | None = Field(None, description="fill fields from a metadata table")
     min_chars: int = Field(0, ge=0, description="shorter documents are skipped as 'too_short'")
     max_bytes: int = Field(50 * 1024 * 1024, gt=0)
 
 
 def _source(ctx: StageContext, params: IngestParams) -> Iterator[Document | Failure]:
     fields = params.fields or _PRESETS.get(params.preset) or FieldMap()
-    limit = params.limit + params.skip if params.limit else None
+    limit = params.skip + params.limit * params.stride if params.limit else None
     options = IngestOptions(
         fields=fields, lang=params.lang, max_bytes=params.max_bytes, limit=limit
     )
@@ -67,6 +120,7 @@ def ingest(ctx: StageContext, params: IngestParams) -> None:
     if not params.paths and params.hf is None:
         raise ConfigError("give 'paths' or 'hf'", where=f"stages.{ctx.key}.params")
     bar = ctx.progress("documents")
+    table = _load_join(ctx, params.join) if params.join else {}
     seen = 0
     langs: dict[str, int] = {}
     for item in _source(ctx, params):
@@ -75,9 +129,11 @@ def ingest(ctx: StageContext, params: IngestParams) -> None:
             ctx.fail(item)
             continue
         seen += 1
-        if seen <= params.skip:
-            ctx.stats.inputs -= 1
+        if seen <= params.skip or (seen - params.skip - 1) % params.stride:
+            ctx.stats.inputs -= 1  # not selected: neither an input nor a failure
             continue
+        if params.join is not None:
+            item = _joined(item, params.join, table)
         if len(item.text.strip()) < params.min_chars:
             ctx.fail(
                 Failure(
