@@ -74,6 +74,13 @@ def run_with_progress(config: PipelineConfig, run_dir: Path | None) -> RunResult
             open_tasks.clear()
             if entry.get("resumed"):
                 bars.console.print(f"[dim]{key}: done in an earlier run, skipped[/]")
+            elif not bars.console.is_terminal:  # logs get one line per stage instead of bars
+                outs = ", ".join(f"{k}={v}" for k, v in entry.get("outputs", {}).items())
+                bars.console.print(
+                    f"{key}: {entry.get('status')} in {entry.get('wall_s', 0):.1f}s; "
+                    f"{entry.get('inputs', 0)} in, {entry.get('succeeded', 0)} ok, "
+                    f"{entry.get('failed', 0)} failed, {entry.get('rejected_rows', 0)} rejected; {outs}"
+                )
 
         result = run_pipeline(config, run_dir, progress_factory=make, on_stage=on_stage)
     print_summary(result)
