@@ -17,6 +17,7 @@ from fingen.export.retrieval import (
     write_beir,
     write_jsonl,
 )
+from fingen.export.training import training_dataset, training_features, write_training
 
 __all__ = [
     "BASE_FILES",
@@ -29,6 +30,9 @@ __all__ = [
     "st_pairs",
     "st_triplets",
     "to_dataset",
+    "training_dataset",
+    "training_features",
     "write_beir",
     "write_jsonl",
+    "write_training",
 ]
