@@ -58,6 +58,8 @@ STAGES: dict[str, str] = {
     "export_training": "fingen.stages.export_training:export_training",
     "report": "fingen.stages.report:report",
 }
+# Stages run once more after the run, on the final manifest (what they show is the finished run).
+FINALIZERS = {"report"}
 VERSIONED = [
     "fingen",
     "pydantic",
@@ -278,7 +280,26 @@ def run_pipeline(
         manifest["prompts"] = prompt_hashes() or manifest.get("prompts", {})
         manifest["totals"] = _totals(manifest["stages"])
         store.save_manifest(manifest)
+    _finalize(config, params, store, resources, manifest)
     return RunResult(store.root, manifest, status, manifest["stages"])
+
+
+def _finalize(
+    config: PipelineConfig, params: list[Any], store: Any, resources: Any, manifest: dict[str, Any]
+) -> None:
+    """Re-run the FINALIZERS stages (the report) now that the manifest is final."""
+    for i, sc in enumerate(config.stages):
+        if sc.stage in FINALIZERS and manifest["stages"].get(sc.key, {}).get("status") == "done":
+            ctx = StageContext(
+                key=sc.key,
+                store=store,
+                config=config,
+                stats=StageStats(),
+                get_llm=resources.llm,
+                get_embedder=resources.get_embedder,
+            )
+            resolve_stage(sc.stage)(ctx, params[i])
+            ctx.abort()  # the stage's own bookkeeping file from the run stays as it was
 
 
 def _outputs_exist(store: Any, key: str, entry: dict[str, Any]) -> bool:
@@ -289,22 +310,25 @@ def _outputs_exist(store: Any, key: str, entry: dict[str, Any]) -> bool:
 
 
 def _totals(stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    totals = {
-        "requests": 0,
-        "cached": 0,
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "cost": 0.0,
-        "failed": 0,
-        "rejected_rows": 0,
-    }
-    for entry in stages.values():
-        usage = entry.get("usage", {})
-        for k in ("requests", "cached", "prompt_tokens", "completion_tokens", "cost"):
-            totals[k] += usage.get(k, 0)
-        totals["failed"] += entry.get("failed", 0)
-        totals["rejected_rows"] += entry.get("rejected_rows", 0)
-    totals["cost"] = round(totals["cost"], 6)
+    """Usage and failures of all stages (what the outputs cost); ``this_run`` leaves out
+    stages resumed from an earlier run (what this invocation spent)."""
+
+    def add(entries: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = dict.fromkeys(
+            ("requests", "cached", "prompt_tokens", "completion_tokens"), 0
+        )
+        out.update(cost=0.0, failed=0, rejected_rows=0)
+        for entry in entries:
+            usage = entry.get("usage", {})
+            for k in ("requests", "cached", "prompt_tokens", "completion_tokens", "cost"):
+                out[k] += usage.get(k, 0)
+            out["failed"] += entry.get("failed", 0)
+            out["rejected_rows"] += entry.get("rejected_rows", 0)
+        out["cost"] = round(out["cost"], 6)
+        return out
+
+    totals = add(list(stages.values()))
+    totals["this_run"] = add([e for e in stages.values() if not e.get("resumed")])
     return totals
 
 
