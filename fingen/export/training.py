@@ -17,13 +17,13 @@ only inside the functions that need it.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fingen.errors import MissingExtraError
+from fingen.files import atomic_replace
 from fingen.records import DPORecord, QAItem, RLRecord, SFTRecord
 
 if TYPE_CHECKING:
@@ -147,12 +147,6 @@ class TrainingExport:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def _replace(tmp: Path, path: Path) -> None:
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_training(
     kind: str,
     records: Iterable[SFTRecord | DPORecord | RLRecord],
@@ -183,7 +177,7 @@ def write_training(
         with tmp.open("w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        _replace(tmp, path)
+        atomic_replace(tmp, path)
         result.paths["jsonl"] = path
     if "parquet" in formats:
         ds = _import_datasets()
@@ -191,6 +185,6 @@ def write_training(
         path = out / f"{kind}.parquet"
         tmp = path.with_name(path.name + ".tmp")
         ds.Dataset.from_list(rows, features=features).to_parquet(str(tmp))
-        _replace(tmp, path)
+        atomic_replace(tmp, path)
         result.paths["parquet"] = path
     return result

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from fingen.errors import InputError, StoreError
+from fingen.files import iter_jsonl
 from fingen.records import (
     CoTSample,
     Document,
@@ -137,16 +138,6 @@ def _rows(path: Path) -> Iterator[dict[str, Any]]:
         yield from (json.loads(line) for line in f if line.strip())
 
 
-def _read(path: Path, model: type[R]) -> Iterator[R]:
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            try:
-                if line.strip():
-                    yield model.model_validate_json(line)
-            except ValidationError as exc:
-                raise StoreError(f"{path.name}:{n}: not a {model.__name__}: {exc}") from None
-
-
 @dataclass
 class RunData:
     """The final records of a run (see the module doc); passages/documents are streamed."""
@@ -168,7 +159,7 @@ class RunData:
     def _latest(self, kind: str, model: type[R], id_of: str, ids: set[str] | None) -> Iterator[R]:
         seen: set[str] = set()
         for f in reversed([f for f in self.files if f.kind == kind]):  # a later version wins
-            for rec in _read(f.path, model):
+            for rec in iter_jsonl(f.path, model):
                 rid = getattr(rec, id_of)
                 if rid not in seen and (ids is None or rid in ids):
                     seen.add(rid)
@@ -231,19 +222,19 @@ def load_run(run_dir: str | Path) -> RunData:
             reset.add((f.key, f.kind))
             labels[f.kind].clear()
         if f.kind == "query":
-            labels["query"].update((q.query_id, q) for q in _read(f.path, Query))
+            labels["query"].update((q.query_id, q) for q in iter_jsonl(f.path, Query))
         elif f.kind in ("qrel", "partial"):
-            labels[f.kind].update(((r.query_id, r.passage_id), r) for r in _read(f.path, Qrel))
+            labels[f.kind].update(((r.query_id, r.passage_id), r) for r in iter_jsonl(f.path, Qrel))
         elif f.kind == "cluster":
             data.clusters.extend(_cluster(row) for row in _rows(f.path))
         elif f.kind == "evaluation":
             data.evaluation.extend(_rows(f.path))
         elif f.kind == "qa":
-            data.qa.update((q.qa_id, q) for q in _read(f.path, QAItem))
+            data.qa.update((q.qa_id, q) for q in iter_jsonl(f.path, QAItem))
         elif f.kind == "cot":
-            data.cot.update((s.sample_id, s) for s in _read(f.path, CoTSample))
+            data.cot.update((s.sample_id, s) for s in iter_jsonl(f.path, CoTSample))
         elif f.kind in _MODELS:
-            getattr(data, f.kind).extend(_read(f.path, _MODELS[f.kind]))
+            getattr(data, f.kind).extend(iter_jsonl(f.path, _MODELS[f.kind]))
     data.queries = labels["query"]
     keep = data.queries.keys()
     data.qrels = [r for r in labels["qrel"].values() if not keep or r.query_id in keep]

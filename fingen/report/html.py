@@ -12,7 +12,6 @@ Example::
 
 from __future__ import annotations
 
-import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
-from fingen.errors import InputError
+from fingen.errors import InputError, StoreError
+from fingen.files import atomic_write_text, safe_join
 from fingen.records import CoTSample, Passage, QAItem, Qrel, Query
 from fingen.report.charts import bar_chart, histogram
 from fingen.report.collect import LEVELS, RunData, RunSummary, summarize
@@ -163,15 +163,11 @@ def write_report(run_dir: str | Path, out: str = "report.html") -> Path:
         InputError: ``run_dir`` is not a directory or ``out`` leaves it.
     """
     root = Path(run_dir).resolve()
-    path = (root / out).resolve()
-    if root not in path.parents:
-        raise InputError(f"report path '{out}' is outside the run directory", path=str(root))
-    html = render_report(summarize(root))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(html)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path = safe_join(root, out)
+    except StoreError:
+        raise InputError(
+            f"report path '{out}' is outside the run directory", path=str(root)
+        ) from None
+    atomic_write_text(path, render_report(summarize(root)))
     return path

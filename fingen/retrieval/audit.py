@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
 from fingen.errors import InputError
+from fingen.files import atomic_write_text, iter_jsonl
 from fingen.records import Passage, Qrel, Query
 from fingen.retrieval.judges import Candidate, Judge
 
@@ -51,19 +50,12 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
 
 
-def _read(path: Path, model: type[R]) -> Iterator[R]:
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield model.model_validate_json(line)
-
-
 def _labels(root: Path) -> tuple[dict[tuple[str, str], Qrel], set[tuple[str, str]]]:
     mined: dict[tuple[str, str], Qrel] = {}
     labeled: set[tuple[str, str]] = set()
     for pattern in ("*.qrels.jsonl", "*.negatives.jsonl", "*.partial.jsonl"):
         for path in sorted(root.glob(pattern)):
-            for r in _read(path, Qrel):
+            for r in iter_jsonl(path, Qrel):
                 labeled.add((r.query_id, r.passage_id))
                 if r.kind == "mined" and pattern == "*.qrels.jsonl":
                     mined.setdefault((r.query_id, r.passage_id), r)
@@ -135,11 +127,11 @@ def audit_run(
         raise InputError(
             f"no {corpus_path.name}: not a run directory with passages", path=str(root)
         )
-    corpus = list(_read(corpus_path, Passage))
+    corpus = list(iter_jsonl(corpus_path, Passage))
     by_pid = {p.passage_id: p for p in corpus}
     queries: dict[str, Query] = {}
     for path in sorted(root.glob("*.queries.jsonl")):
-        queries.update((q.query_id, q) for q in _read(path, Query))
+        queries.update((q.query_id, q) for q in iter_jsonl(path, Query))
     mined, labeled = _labels(root)
     rng = random.Random(seed)
 
@@ -192,10 +184,7 @@ def audit_run(
         },
         "pairs": {"mined": mined_rows, "unlabeled": unl_rows},
     }
-    out = root / "audit.json"
-    tmp = out.with_name("audit.json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(root / "audit.json", json.dumps(report, indent=2, ensure_ascii=False))
     return report
 
 
