@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -117,7 +117,7 @@ def ingest(
         str | None, typer.Option(help="Title field for .jsonl/.csv inputs.")
     ] = None,
     max_chars: Annotated[
-        int | None, typer.Option(help="Passage size in characters (default by language).")
+        int | None, typer.Option(min=1, help="Passage size in characters (default by language).")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Stop after this many documents.")] = None,
 ) -> None:
@@ -158,9 +158,11 @@ def eval_(
         bool, typer.Option("--bm25/--no-bm25", help="Include BM25 (bm25s; jieba for zh).")
     ] = True,
     lang: Annotated[
-        str, typer.Option(help="Corpus language for BM25 tokenization: en or zh.")
+        Literal["en", "zh"], typer.Option(help="Corpus language for BM25 tokenization.")
     ] = "en",
-    out: Annotated[Path | None, typer.Option(help="Also write the metrics as JSON here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="JSON file (default: eval.json in the run directory).")
+    ] = None,
 ) -> None:
     """nDCG@10, Recall@10/100 and MRR@10 per query level and overall."""
     from fingen.console import console
@@ -169,8 +171,7 @@ def eval_(
 
     report_ = evaluate(beir_dir, model or [], bm25, lang, out)
     print_report(report_, console)
-    if out is not None:
-        console.print(f"metrics: [bold]{out}[/]")
+    console.print(f"metrics: [bold]{report_['written_to']}[/]")
 
 
 @app.command()
@@ -256,9 +257,11 @@ def main() -> None:
 
     # SIGTERM behaves like Ctrl-C: finished work is kept and child servers are stopped.
     signal.signal(signal.SIGTERM, _interrupt)
-    # Models load from installed packages only; keep library progress bars out of ours.
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ.setdefault(var, "1")
+    # Models load from installed packages only (publish is the one command that goes online);
+    # keep library progress bars out of ours.
+    if sys.argv[1:2] != ["publish"]:
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+            os.environ.setdefault(var, "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -282,10 +285,12 @@ def main() -> None:
     except FingenError as exc:
         sys.stderr.write(f"error: {type(exc).__name__}: {exc}\n")
         sys.exit(1)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # Usage errors (bad option values, missing arguments) from typer's click arrive here
+        # in non-standalone mode; typer vendors its own click, so match by shape.
+        if callable(getattr(exc, "show", None)) and isinstance(
+            getattr(exc, "exit_code", None), int
+        ):
             exc.show()
             sys.exit(2)
         raise

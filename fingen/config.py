@@ -105,7 +105,11 @@ class EmbedderConfig(_Strict):
 
 class StageConfig(_Strict):
     stage: str = Field(description="stage type, e.g. ingest, chunk, bottom_up")
-    id: str | None = Field(None, description="unique name of this step (default: the stage type)")
+    id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="unique name of this step (default: the stage type)",
+    )
     params: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -114,7 +118,7 @@ class StageConfig(_Strict):
 
 
 class PipelineConfig(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="run dirs go to outputs/<name>/")
     description: str = ""
     lang: Literal["en", "zh"] = "en"
     prompts_dir: str | None = None
@@ -124,10 +128,10 @@ class PipelineConfig(_Strict):
     _source_dir: Path | None = PrivateAttr(None)  # folder of the YAML file, for relative paths
 
     def resolve_path(self, path: str) -> Path:
-        """``$VARS`` and ``~`` expanded; a relative path that is not found from the working
-        directory is taken relative to the pipeline file's folder."""
+        """``$VARS`` and ``~`` expanded; a relative path is taken relative to the pipeline
+        file's folder when it exists there, else relative to the working directory."""
         p = Path(os.path.expandvars(os.path.expanduser(path)))
-        if p.is_absolute() or p.exists() or self._source_dir is None:
+        if p.is_absolute() or self._source_dir is None:
             return p
         beside = self._source_dir / p
         return beside if beside.exists() else p

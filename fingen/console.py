@@ -98,10 +98,13 @@ def ingest_files(
     limit: int | None = None,
 ) -> tuple[int, int, int]:
     """``fingen ingest``: write Documents to OUT and Passages to OUT's ``.passages.jsonl``."""
+    from fingen.errors import InputError
     from fingen.ingest import FieldMap, IngestOptions, chunk_document, iter_documents
     from fingen.records import Failure
     from fingen.store import JsonlWriter
 
+    if out.is_dir():
+        raise InputError("--out must be a file (JSONL), not a directory", path=str(out))
     options = IngestOptions(
         fields=FieldMap(text_field=text_field, id_field=id_field, title_field=title_field),
         limit=limit,

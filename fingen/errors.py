@@ -7,6 +7,7 @@ Tree::
     │   ├── ConfigError          bad YAML, unknown key, bad value
     │   ├── InputError           missing file, unreadable input
     │   ├── MissingExtraError    an optional extra is not installed
+    │   ├── BackendRejected      the server refuses every request (401/403/404: key, model, URL)
     │   └── PublishError         no token, bad repo id, upload failed
     ├── DocumentError            one bad document (skipped and reported, never fatal)
     ├── LLMError                 a model request failed after its retries
@@ -20,6 +21,7 @@ Tree::
 from __future__ import annotations
 
 __all__ = [
+    "BackendRejected",
     "BackendStartError",
     "BudgetExceeded",
     "ConfigError",
@@ -71,6 +73,14 @@ class MissingExtraError(UserError):
             f"pip install 'fingen[{extra}]'" if extra in self.EXTRAS else f"pip install '{package}'"
         )
         super().__init__(f"{purpose} needs the '{package}' package: {how}")
+
+
+class BackendRejected(UserError):
+    """The model server refused the request in a way no retry fixes (bad key, model or URL)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class PublishError(UserError):

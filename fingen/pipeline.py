@@ -73,7 +73,20 @@ VERSIONED = [
     "bertopic",
     "vllm",
 ]
-_SECRET_WORDS = ("api_key", "token", "secret", "password")
+_SECRET_KEYS = {"api_key", "apikey", "token", "hf_token", "password", "secret", "authorization"}
+_SECRET_SUFFIXES = ("_api_key", "_secret", "_password", "_token")
+# Settings that change how fast or how much is sent, never what a stage produces.
+_OPERATIONAL_LLM_FIELDS = {
+    "concurrency",
+    "rpm",
+    "tpm",
+    "timeout_s",
+    "backoff_s",
+    "max_retries",
+    "prices",
+    "budget",
+    "cache",
+}
 
 
 def resolve_stage(name: str) -> Callable[..., None]:
@@ -97,22 +110,35 @@ def validate_pipeline(config: PipelineConfig) -> list[Any]:
     return parsed
 
 
+def _is_secret(key: str) -> bool:
+    k = key.lower()
+    if k.endswith("_env") or k.startswith("max_"):  # names of env vars; token *limits*
+        return False
+    return k in _SECRET_KEYS or k.endswith(_SECRET_SUFFIXES)
+
+
+def _strip_userinfo(value: Any) -> Any:
+    if (
+        isinstance(value, str)
+        and "://" in value
+        and "@" in value.split("://", 1)[1].split("/", 1)[0]
+    ):
+        scheme, rest = value.split("://", 1)
+        return f"{scheme}://<redacted>@{rest.split('@', 1)[1]}"
+    return value
+
+
 def redacted_config(config: PipelineConfig) -> dict[str, Any]:
-    """The config as a dict, with any secret-looking value removed (key *names* are kept)."""
+    """The config as a dict with secret values removed (key *names* and env var names kept)."""
 
     def clean(obj: Any) -> Any:
         if isinstance(obj, dict):
             return {
-                k: (
-                    "<redacted>"
-                    if any(w in k.lower() for w in _SECRET_WORDS) and not k.endswith("_env") and v
-                    else clean(v)
-                )
-                for k, v in obj.items()
+                k: ("<redacted>" if _is_secret(str(k)) and v else clean(v)) for k, v in obj.items()
             }
         if isinstance(obj, list):
             return [clean(v) for v in obj]
-        return obj
+        return _strip_userinfo(obj)
 
     return clean(config.model_dump(mode="json"))
 
@@ -131,18 +157,57 @@ def default_run_dir(config: PipelineConfig, base: str | Path = "outputs") -> Pat
     return Path(base) / config.name / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
-def _fingerprint(config: PipelineConfig, index: int, upstream: list[str]) -> str:
+def _stamp(path: Path) -> list[Any]:
+    st = path.stat()
+    if not path.is_dir():
+        return [str(path), st.st_size, st.st_mtime_ns]
+    h = hashlib.sha256()
+    for i, f in enumerate(sorted(path.rglob("*"))):
+        if i >= 100_000:
+            break
+        if f.is_file():
+            fs = f.stat()
+            h.update(f"{f.relative_to(path)}|{fs.st_size}|{fs.st_mtime_ns}\n".encode())
+    return [str(path), h.hexdigest()]
+
+
+def _input_stamps(config: PipelineConfig, params: Any) -> list[Any]:
+    """Size and mtime of every file (or folder's files) a stage's params name, so edited
+    inputs re-run the stage."""
+    stamps: list[Any] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str) and 0 < len(value) < 4096:
+            path = config.resolve_path(value)
+            try:
+                if path.exists():
+                    stamps.append(_stamp(path))
+            except (OSError, ValueError):
+                return
+
+    walk(params)
+    return stamps
+
+
+def _fingerprint(config: PipelineConfig, index: int, upstream: list[str], prompts: str) -> str:
+    """What decides a stage's output: its params and inputs, the model settings, the prompt
+    templates and everything upstream. A finished stage with the same fingerprint is skipped."""
     sc = config.stages[index]
+    llm = config.llm.model_dump(mode="json", exclude=_OPERATIONAL_LLM_FIELDS)
     blob = json.dumps(
         [
             sc.model_dump(mode="json"),
+            _input_stamps(config, sc.params),
             config.lang,
-            config.llm.backend,
-            config.llm.model,
-            config.llm.local.model,
-            config.llm.temperature,
-            config.llm.max_tokens,
+            llm,
             config.embedder.model,
+            prompts,
             upstream,
         ],
         sort_keys=True,
@@ -200,13 +265,19 @@ def run_pipeline(
     on_stage: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Run every stage of ``config`` in order into ``run_dir`` (resuming what is there)."""
-    from fingen.prompts import prompt_hashes, set_prompt_dir
+    from fingen.prompts import prompt_hashes, reset_usage, set_prompt_dir, templates_digest
     from fingen.store import RunStore
 
     params = validate_pipeline(config)
     store = RunStore(run_dir or default_run_dir(config))
-    set_prompt_dir(config.prompts_dir)
-    previous = store.load_manifest().get("stages", {})
+    prompts_dir = config.resolve_path(config.prompts_dir) if config.prompts_dir else None
+    if prompts_dir is not None and not prompts_dir.is_dir():
+        raise ConfigError("folder not found", where=f"prompts_dir: {config.prompts_dir}")
+    set_prompt_dir(prompts_dir)
+    reset_usage()
+    prompts_digest = templates_digest()
+    previous_manifest = store.load_manifest()
+    previous = previous_manifest.get("stages", {})
     manifest: dict[str, Any] = {
         "pipeline": config.name,
         "run_dir": str(store.root),
@@ -224,7 +295,7 @@ def run_pipeline(
     t_run = time.perf_counter()
     try:
         for i, sc in enumerate(config.stages):
-            fp = _fingerprint(config, i, fingerprints)
+            fp = _fingerprint(config, i, fingerprints, prompts_digest)
             fingerprints.append(fp)
             prev = previous.get(sc.key, {})
             if (
@@ -236,6 +307,7 @@ def run_pipeline(
                 if on_stage:
                     on_stage(sc.key, manifest["stages"][sc.key])
                 continue
+            store.clear_stage(sc.key)
             stats = StageStats()
             ctx = StageContext(
                 key=sc.key,
@@ -266,7 +338,7 @@ def run_pipeline(
                 if resources.engine is not None and sc.key in resources.engine.stage_usage():
                     entry["usage"] = resources.engine.stage_usage()[sc.key]
                 manifest["stages"][sc.key] = entry
-                manifest["prompts"] = prompt_hashes()
+                manifest["prompts"] = {**previous_manifest.get("prompts", {}), **prompt_hashes()}
                 store.save_manifest(manifest)
                 if on_stage:
                     on_stage(sc.key, entry)
@@ -277,7 +349,7 @@ def run_pipeline(
         manifest["status"] = status
         manifest["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
         manifest["wall_s"] = round(time.perf_counter() - t_run, 3)
-        manifest["prompts"] = prompt_hashes() or manifest.get("prompts", {})
+        manifest["prompts"] = {**previous_manifest.get("prompts", {}), **prompt_hashes()}
         manifest["totals"] = _totals(manifest["stages"])
         store.save_manifest(manifest)
     _finalize(config, params, store, resources, manifest)

@@ -27,7 +27,9 @@ __all__ = [
     "load_prompt",
     "prompt_hashes",
     "render",
+    "reset_usage",
     "set_prompt_dir",
+    "templates_digest",
 ]
 
 _PACKAGED = [
@@ -124,6 +126,24 @@ def load_prompt(task: str, lang: str = "en") -> PromptTemplate:
 def render(task: str, lang: str = "en", **variables: Any) -> list[dict[str, str]]:
     """Load and render a template to chat messages."""
     return load_prompt(task, lang).render(**variables)
+
+
+def templates_digest() -> str:
+    """sha256 over every template that ``load_prompt`` would pick now (search order applied):
+    editing any template changes it, so stages that may use it re-run."""
+    chosen: dict[str, str] = {}
+    for d in reversed(_search_dirs()):  # later dirs first, so earlier ones win
+        if d.is_dir():
+            for path in d.glob("*.jinja"):
+                chosen[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    blob = "\n".join(f"{name} {digest}" for name, digest in sorted(chosen.items()))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def reset_usage() -> None:
+    """Forget which templates were used (called at the start of each run)."""
+    with _lock:
+        _used.clear()
 
 
 def prompt_hashes() -> dict[str, str]:

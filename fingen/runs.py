@@ -38,9 +38,18 @@ def evaluate(
     if not models and not bm25:
         raise ConfigError("nothing to evaluate: give --bm25 and/or --model")
     report = evaluate_beir(beir_dir, models, bm25, lang)
-    if out is not None:
-        out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    out = out or _default_eval_path(beir_dir)
+    out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    report["written_to"] = str(out)
     return report
+
+
+def _default_eval_path(beir_dir: Path) -> Path:
+    """``eval.json`` in the run directory holding ``beir_dir``, else beside the BEIR files."""
+    for parent in beir_dir.resolve().parents:
+        if (parent / "manifest.json").is_file():
+            return parent / "eval.json"
+    return beir_dir / "eval.json"
 
 
 def audit(

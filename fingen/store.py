@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from fingen.errors import StoreError
+from fingen.errors import InputError, StoreError
 from fingen.files import JsonlWriter, atomic_write_text, iter_jsonl, safe_join
 
 __all__ = ["JsonlWriter", "RunStore", "atomic_write_text", "iter_jsonl", "safe_join"]
@@ -35,7 +35,14 @@ class RunStore:
 
     def __init__(self, run_dir: str | Path) -> None:
         self.root = Path(run_dir)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError("the run directory is a file", path=str(self.root))
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(
+                f"cannot create the run directory: {exc.strerror}", path=str(self.root)
+            ) from None
         for stale in self.root.glob("*.jsonl.tmp"):  # leftovers of a killed run
             stale.unlink(missing_ok=True)
 
@@ -54,6 +61,11 @@ class RunStore:
     def stage_path(self, stage: str, output: str = "") -> Path:
         name = f"{stage}.{output}.jsonl" if output else f"{stage}.jsonl"
         return safe_join(self.root, name)
+
+    def clear_stage(self, stage: str) -> None:
+        """Remove a stage's files from an earlier run, so none can outlive a re-run."""
+        for path in [self.stage_path(stage), *self.root.glob(f"{stage}.*.jsonl")]:
+            path.unlink(missing_ok=True)
 
     def path(self, relative: str | Path) -> Path:
         return safe_join(self.root, relative)

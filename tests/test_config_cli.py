@@ -123,3 +123,82 @@ def test_cli_run_ingest_and_chunk_writes_manifest(tmp_path: Path) -> None:
     assert manifest["stages"]["chunk"]["outputs"]["main"] >= 2
     assert manifest["status"] == "complete"
     assert (tmp_path / "run" / "ingest.failures.jsonl").is_file()
+
+
+def test_manifest_redacts_secrets_but_keeps_limits(tmp_path: Path) -> None:
+    from fingen.pipeline import redacted_config
+
+    config = load_pipeline(
+        write(tmp_path, GOOD),
+        [
+            "llm.max_tokens=77",
+            "llm.api_key_env=MY_KEY",
+            "llm.extra_body={api_key: sk-secret, hf_token: hf_x}",
+            "llm.budget.max_tokens=1000",
+        ],
+    )
+    dumped = redacted_config(config)
+    assert dumped["llm"]["max_tokens"] == 77 and dumped["llm"]["budget"]["max_tokens"] == 1000
+    assert dumped["llm"]["api_key_env"] == "MY_KEY"
+    assert dumped["llm"]["extra_body"] == {"api_key": "<redacted>", "hf_token": "<redacted>"}
+    assert "sk-secret" not in str(dumped)
+
+
+def test_run_names_and_stage_ids_cannot_leave_the_outputs_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="name"):
+        load_pipeline(write(tmp_path, GOOD.replace("name: t", "name: ..")))
+    with pytest.raises(ConfigError, match="id"):
+        load_pipeline(
+            write(tmp_path, GOOD.replace("- stage: chunk", "- stage: chunk\n    id: ../x"))
+        )
+
+
+def test_changed_llm_settings_or_prompts_rerun_stages(tmp_path: Path) -> None:
+    from fingen.pipeline import run_pipeline
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("Revenue rose 8% in 2022. Margins fell. " * 10, encoding="utf-8")
+    path = write(tmp_path, GOOD)
+    run_pipeline(load_pipeline(path), tmp_path / "run")
+    same = run_pipeline(load_pipeline(path), tmp_path / "run")
+    assert all(e.get("resumed") for e in same.manifest["stages"].values())
+    changed = run_pipeline(load_pipeline(path, ["llm.max_reasks=0"]), tmp_path / "run")
+    assert not any(e.get("resumed") for e in changed.manifest["stages"].values())
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "bottom_up.en.jinja").write_text("{% block user %}x{% endblock %}", encoding="utf-8")
+    edited = run_pipeline(
+        load_pipeline(path, ["llm.max_reasks=0", f"prompts_dir={prompts}"]), tmp_path / "run"
+    )
+    assert not any(e.get("resumed") for e in edited.manifest["stages"].values())
+    (docs / "a.txt").write_text("Revenue fell 3% in 2023. " * 10, encoding="utf-8")
+    touched = run_pipeline(
+        load_pipeline(path, ["llm.max_reasks=0", f"prompts_dir={prompts}"]), tmp_path / "run"
+    )
+    assert not touched.manifest["stages"]["ingest"].get("resumed")
+
+
+def test_a_rerun_leaves_no_stale_stage_files(tmp_path: Path) -> None:
+    from fingen.pipeline import run_pipeline
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("Revenue rose 8% in 2022. Margins fell. " * 10, encoding="utf-8")
+    (docs / "empty.txt").write_text("", encoding="utf-8")
+    run_pipeline(load_pipeline(write(tmp_path, GOOD)), tmp_path / "run")
+    assert (tmp_path / "run" / "ingest.failures.jsonl").is_file()
+    (docs / "empty.txt").unlink()
+    run_pipeline(load_pipeline(write(tmp_path, GOOD)), tmp_path / "run")
+    assert not (tmp_path / "run" / "ingest.failures.jsonl").exists()
+
+
+def test_zero_documents_give_empty_outputs_not_a_crash(tmp_path: Path) -> None:
+    from fingen.pipeline import run_pipeline
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "empty.txt").write_text("", encoding="utf-8")
+    result = run_pipeline(load_pipeline(write(tmp_path, GOOD)), tmp_path / "run")
+    assert result.status == "complete"
+    assert result.manifest["stages"]["chunk"]["inputs"] == 0

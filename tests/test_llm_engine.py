@@ -189,3 +189,29 @@ def test_rpm_limit_spaces_requests(tmp_path: Path) -> None:
         t0 = time.perf_counter()
         list(run_task(EchoTask(), range(4), engine))
         assert time.perf_counter() - t0 >= 0.25  # 3 more tokens at 10/s
+
+
+def test_bad_key_or_model_stops_the_task_instead_of_failing_every_row(tmp_path: Path) -> None:
+    from fingen.errors import BackendRejected
+
+    with ScriptedServer(default={"status": 404, "error": "model not found"}) as srv:
+        with engine_for(srv, tmp_path, concurrency=4) as engine:
+            with pytest.raises(BackendRejected, match="404"):
+                list(run_task(EchoTask(), range(50), engine))
+        assert srv.count < 50
+
+
+def test_cache_key_names_the_backend_not_just_the_model(tmp_path: Path) -> None:
+    with ScriptedServer() as a, ScriptedServer() as b:
+        with engine_for(a, tmp_path) as engine:
+            engine.run(engine.structured(ask(engine), Answer))
+        with engine_for(b, tmp_path) as engine:  # same model name, another server
+            assert not engine.run(engine.structured(ask(engine), Answer)).completion.cached
+        assert a.count == 1 and b.count == 1
+
+
+def test_fake_backend_answers_are_never_cached(tmp_path: Path) -> None:
+    engine = build_engine(LLMConfig(backend="fake"), cache_path=tmp_path / "cache.sqlite")
+    with engine:
+        engine.run(engine.structured(ask(engine), Answer))
+    assert engine.cache is None and not (tmp_path / "cache.sqlite").exists()

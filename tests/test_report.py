@@ -423,7 +423,9 @@ def test_report_stage_in_a_fake_pipeline(tmp_path: Path) -> None:
     assert result.status == "complete", result.manifest
     page = tmp_path / "run" / "reports" / "run.html"
     assert page.is_file() and result.stages["html"]["extra"]["bytes"] > 0
-    assert "<b>complete</b>" in page.read_text(encoding="utf-8")  # re-rendered on the final manifest
+    assert "<b>complete</b>" in page.read_text(
+        encoding="utf-8"
+    )  # re-rendered on the final manifest
     parser = _Counts()
     parser.feed(page.read_text(encoding="utf-8"))
     keys = {k: v for k, v, _ in parser.counts}

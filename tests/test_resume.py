@@ -71,7 +71,7 @@ def cached_keys(run_dir: Path) -> set[str]:
         return {row[0] for row in db.execute("SELECT key FROM responses")}
 
 
-def key_of(record: dict) -> str:
+def key_of(record: dict, base_url: str) -> str:
     body = record["body"]
     request = ChatRequest(
         messages=body["messages"],
@@ -81,7 +81,7 @@ def key_of(record: dict) -> str:
         seed=body.get("seed"),
         stop=body.get("stop"),
     )
-    return request_key(body["model"], request)
+    return request_key(f"openai:{base_url}:{body['model']}", request)  # the engine's identity
 
 
 def samples(run_dir: Path) -> list[dict]:
@@ -111,7 +111,10 @@ def test_resume_after_sigkill_repeats_no_request_and_matches_a_clean_run(tmp_pat
             resumed.stderr.read().decode() if resumed.stderr else ""
         )
         second = srv.stats()["requests"]
-        assert not paid & {key_of(r) for r in second}, "a request that had succeeded was sent again"
+        sent = {key_of(r, srv.base_url) for r in second}
+        assert len(sent) == len(second)
+        assert not paid & sent, "a request that had succeeded was sent again"
+        assert paid | sent == cached_keys(out)  # the keys really are the engine's keys
         assert len(paid) + len(second) == N_ITEMS
 
         srv.reset()

@@ -15,13 +15,14 @@ from typing import Any
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from fingen.errors import TransportError
+from fingen.errors import BackendRejected, TransportError
 from fingen.llm.base import ChatRequest, Completion, SchemaStyle, Usage
 from fingen.llm.limits import RateLimiter
 
 __all__ = ["OpenAICompatBackend", "response_format_for"]
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+_FATAL_STATUS = {401, 403, 404}
 
 
 class _Retryable(Exception):
@@ -72,6 +73,7 @@ class OpenAICompatBackend:
     ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
+        self.identity = f"openai:{base_url.rstrip('/')}:{model}"
         self.schema_style: SchemaStyle = schema_style
         self._headers = {"Content-Type": "application/json"}
         if api_key:
@@ -172,6 +174,11 @@ class OpenAICompatBackend:
                     msg = f"HTTP {resp.status} from {self.url}: {text}"
                     if resp.status in _RETRY_STATUS:
                         raise _Retryable(msg, resp.status, _retry_after(resp.headers))
+                    if resp.status in _FATAL_STATUS:  # every request would fail the same way
+                        raise BackendRejected(
+                            f"{msg} (check llm.base_url, llm.model and the API key)",
+                            status=resp.status,
+                        )
                     raise TransportError(msg, status=resp.status, attempts=1)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise _Retryable(f"connection error: {exc!r}") from None

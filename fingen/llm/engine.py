@@ -119,6 +119,13 @@ class LLMEngine:
         return self.backend.model
 
     @property
+    def identity(self) -> str:
+        """What answered: backend kind + endpoint/weights + model; part of every cache key."""
+        return (
+            getattr(self.backend, "identity", None) or f"{self.config.backend}:{self.backend.model}"
+        )
+
+    @property
     def concurrency(self) -> int:
         return self.config.concurrency
 
@@ -164,7 +171,7 @@ class LLMEngine:
     # -- requests -----------------------------------------------------------------------
     async def chat(self, request: ChatRequest) -> Completion:
         """One completion, from the cache when this exact request already succeeded."""
-        key = request_key(self.backend.model, request) if self.cache is not None else ""
+        key = request_key(self.identity, request) if self.cache is not None else ""
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -257,5 +264,7 @@ def build_engine(config: LLMConfig, *, cache_path: str | Path | None = None) -> 
     from fingen.llm.registry import create_backend
 
     backend = create_backend(config)
-    cache = RequestCache(cache_path) if (cache_path is not None and config.cache) else None
+    # Fake answers are never cached: a dry run must not leave answers a real run would reuse.
+    use_cache = cache_path is not None and config.cache and config.backend != "fake"
+    cache = RequestCache(cache_path) if use_cache else None
     return LLMEngine(backend, config, cache=cache)

@@ -114,6 +114,7 @@ class LocalServer:
     ) -> None:
         if importlib.util.find_spec("llama_cpp") is None:
             raise MissingExtraError("llama-cpp-python", "local", "backend 'local'")
+        self.model_path = model_path
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.log_path = log_path
@@ -185,6 +186,8 @@ class _LocalBackend(OpenAICompatBackend):
             extra_body=config.extra_body,
         )
         self.server = server
+        # The port changes every start: identify the weights, not the endpoint.
+        self.identity = f"local:{server.model_path.name}:{server.model_path.stat().st_size}:{model}"
 
     async def aclose(self) -> None:
         await super().aclose()

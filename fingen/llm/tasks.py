@@ -129,6 +129,7 @@ async def _drive(
     done: dict[int, TaskResult] = {}
     next_out = 0
     budget: list[BudgetExceeded] = []
+    errors: list[Exception] = []
     running: set[asyncio.Task] = set()
 
     def emit() -> None:
@@ -144,19 +145,24 @@ async def _drive(
         except BudgetExceeded as exc:
             budget.append(exc)
             done[index] = None  # type: ignore[assignment]
+        except Exception as exc:  # e.g. BackendRejected: stop, never leave a gap in the order
+            errors.append(exc)
+            done[index] = None  # type: ignore[assignment]
         emit()
 
     try:
         for index, item in enumerate(items):
             await slots.acquire()
-            if budget:
+            if budget or errors:
                 break
             t = asyncio.ensure_future(one(index, item))
             running.add(t)
             t.add_done_callback(running.discard)
         if running:
             await asyncio.gather(*running)
-        if budget:
+        if errors:
+            out.put(_Raised(errors[0]))
+        elif budget:
             out.put(_Raised(budget[0]))
     except BaseException as exc:  # items raised, or cancelled by a closed consumer
         for t in running:

@@ -40,6 +40,7 @@ class VLLMEngineBackend:
         except ImportError as exc:
             raise MissingExtraError("vllm", "vllm", "backend 'vllm'") from exc
         self.model = model
+        self.identity = f"vllm:{model}"
         self._engine = AsyncLLMEngine.from_engine_args(AsyncEngineArgs(model=model, **engine_args))
         self._ids = itertools.count()
         self._tokenizer: Any = None

@@ -120,8 +120,10 @@ def ingest(ctx: StageContext, params: IngestParams) -> None:
     if not params.paths and params.hf is None:
         raise ConfigError("give 'paths' or 'hf'", where=f"stages.{ctx.key}.params")
     bar = ctx.progress("documents")
+    ctx.output()  # exists even when every input fails
     table = _load_join(ctx, params.join) if params.join else {}
     seen = 0
+    seen_ids: set[str] = set()
     langs: dict[str, int] = {}
     for item in _source(ctx, params):
         ctx.stats.inputs += 1
@@ -134,6 +136,17 @@ def ingest(ctx: StageContext, params: IngestParams) -> None:
             continue
         if params.join is not None:
             item = _joined(item, params.join, table)
+        if item.doc_id in seen_ids:
+            ctx.fail(
+                Failure(
+                    stage=ctx.key,
+                    item_id=item.doc_id,
+                    reason="duplicate_id",
+                    detail="an earlier document has this doc_id; it is kept",
+                )
+            )
+            continue
+        seen_ids.add(item.doc_id)
         if len(item.text.strip()) < params.min_chars:
             ctx.fail(
                 Failure(

@@ -302,7 +302,17 @@ def route(ctx: StageContext, params: RouteParams) -> None:
         per_source[r.item.source][r.reason] += 1
     known = {it.qa_id for it in items}
     ctx.stats.extra["per_source"] = _plain(per_source)
-    ctx.stats.extra["orphan_samples"] = sum(s.qa_id not in known for s in samples)
+    for s in samples:  # samples of items that are not in `items`: reported, not dropped silently
+        if s.qa_id not in known:
+            ctx.fail(
+                Failure(
+                    stage=ctx.key,
+                    item_id=s.sample_id,
+                    reason="unknown_item",
+                    detail=f"qa_id {s.qa_id} is not in '{params.items}'",
+                ),
+                item=False,
+            )
 
 
 class PreferenceParams(StageParams):

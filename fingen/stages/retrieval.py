@@ -108,8 +108,8 @@ def bottom_up(ctx: StageContext, params: BottomUpParams) -> None:
             ctx.output("queries").write(rec)
         else:
             ctx.output("qrels").write(rec)
-    ctx.output("queries")  # the files exist even when nothing was produced
-    ctx.output("qrels")
+    for name in ("queries", "qrels"):
+        ctx.output(name)  # the files exist even when nothing was produced
     ctx.stats.extra.update(per_level=dict(levels), origin=task.origin)
 
 
@@ -150,6 +150,7 @@ def titles(ctx: StageContext, params: TitlesParams) -> None:
             ctx.stats.inputs += 1
             ctx.stats.succeeded += 1
         ctx.output().write(d)
+    ctx.output()  # exists even with no documents
     ctx.stats.extra.update(generated=len(done), fallback=fallbacks, kept=len(docs) - len(todo))
 
 
@@ -241,6 +242,8 @@ def topics(ctx: StageContext, params: TopicsParams) -> None:
         ctx.stats.succeeded += 1
     for c in clusters:
         ctx.output("clusters").write(c)
+    ctx.output()  # both files exist even with no documents
+    ctx.output("clusters")
     sizes = Counter(len(c.doc_ids) for c in clusters)
     ctx.stats.extra.update(
         method=method,
@@ -339,8 +342,8 @@ def top_down(ctx: StageContext, params: TopDownParams) -> None:
     for r in judged:
         if r.query_id in keep:
             ctx.output("qrels" if r.score > 0 else "negatives").write(r)
-    ctx.output("queries")  # the files exist even when nothing was produced
-    ctx.output("qrels")
+    for name in ("queries", "qrels", "negatives"):
+        ctx.output(name)  # the files exist even when nothing was produced
     scores = Counter(r.score for r in judged)
     ctx.stats.extra.update(
         skipped_clusters=dict(skipped),
