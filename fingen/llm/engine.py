@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from fingen.config import BudgetConfig, LLMConfig, PricesConfig
 from fingen.errors import BudgetExceeded, StructuredOutputError
 from fingen.llm.base import Backend, ChatRequest, Completion
 from fingen.llm.cache import RequestCache, request_key
+from fingen.llm.config import BudgetConfig, LLMConfig, PricesConfig
 from fingen.llm.structured import ParseFailure, parse_model, reask_message, schema_instruction
 
 __all__ = ["LLMEngine", "StructuredResult", "UsageMeter", "build_engine"]

@@ -20,9 +20,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from fingen.config import LLMConfig
 from fingen.errors import BackendStartError, ConfigError, MissingExtraError
 from fingen.llm.client import OpenAICompatBackend
+from fingen.llm.config import LLMConfig
 
 __all__ = ["LocalServer", "create_local_backend", "resolve_local_model"]
 

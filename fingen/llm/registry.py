@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from fingen.config import LLMConfig
 from fingen.errors import ConfigError
 from fingen.llm.base import Backend
+from fingen.llm.config import LLMConfig
 
 __all__ = ["BACKENDS", "create_backend", "resolve_api_key"]
 

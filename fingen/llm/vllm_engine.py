@@ -11,9 +11,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from fingen.config import LLMConfig
 from fingen.errors import MissingExtraError, TransportError
 from fingen.llm.base import ChatRequest, Completion, SchemaStyle, Usage
+from fingen.llm.config import LLMConfig
 
 __all__ = ["VLLMEngineBackend", "create_vllm_backend"]
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fingen.config import LLMConfig
 from fingen.llm.base import Completion
+from fingen.llm.config import LLMConfig
 from fingen.llm.engine import LLMEngine
 from fingen.llm.tasks import RowRejected, TaskResult, run_task
 from fingen.prompts import render
