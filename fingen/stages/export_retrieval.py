@@ -13,6 +13,7 @@ Files, all inside the run directory (``out`` = ``exports`` by default)::
 from __future__ import annotations
 
 import json
+import shutil
 from typing import Literal
 
 from pydantic import Field
@@ -60,6 +61,8 @@ def export_retrieval(ctx: StageContext, params: ExportRetrievalParams) -> None:
     passages = list(ctx.read(params.passages, Passage))
     ctx.stats.inputs = ctx.stats.succeeded = len(queries)
     out = ctx.store.path(params.out)
+    for sub in ("beir", "sentence_transformers", "flag_embedding", "hf"):  # no stale exports
+        shutil.rmtree(out / sub, ignore_errors=True)
     files: dict[str, int] = {}
     if "beir" in params.formats:
         counts = write_beir(out / "beir", passages, queries, qrels, graded=params.graded)

@@ -57,6 +57,9 @@ def export_training(ctx: StageContext, params: ExportTrainingParams) -> None:
     Example: ``{stage: export_training, params: {dir: exports/training, with_meta: true}}``
     """
     out_dir = ctx.store.path(params.dir)
+    for kind in _MODELS:  # no stale exports from an earlier run
+        for stale in out_dir.glob(f"{kind}.*"):
+            stale.unlink()
     items = None
     if params.items:
         items = {it.qa_id: it for it in ctx.read(params.items, QAItem)}
