@@ -81,3 +81,36 @@ def test_fingen_demo_on_the_embedded_model(tmp_path: Path) -> None:
     assert manifest["llm"]["backend"] == "local"
     assert manifest["totals"]["requests"] > 0 and manifest["totals"]["completion_tokens"] > 0
     assert "report:" in proc.stderr
+
+
+def test_eval_audit_report_and_publish_commands_on_a_finished_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_pipeline(load_pipeline(DEMO, ["llm.backend=fake"]), run_dir)
+
+    def fingen(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env.pop("HF_TOKEN", None)
+        return subprocess.run(
+            [sys.executable, "-m", "fingen", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    ev = fingen("eval", str(run_dir / "exports" / "beir"), "--model", "minilm")
+    assert ev.returncode == 0, ev.stderr
+    metrics = json.loads((run_dir / "eval.json").read_text())
+    assert {"bm25", "minilm"} <= set(metrics["results"])
+    audit = fingen("audit", str(run_dir), "--sample", "3")
+    assert audit.returncode == 0, audit.stderr
+    assert {"mined", "unlabeled"} <= set(json.loads((run_dir / "audit.json").read_text()))
+    report = fingen("report", str(run_dir), "--out", "again.html")
+    assert report.returncode == 0 and (run_dir / "again.html").is_file()
+    dry = fingen("publish", str(run_dir), "--repo-id", "me/demo", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert (run_dir / "hub" / "README.md").is_file()
+    no_token = fingen("publish", str(run_dir), "--repo-id", "me/demo")
+    assert no_token.returncode == 2 and "HF_TOKEN" in no_token.stderr
+    assert "Traceback" not in no_token.stderr and (run_dir / "hub" / "README.md").is_file()
