@@ -202,3 +202,23 @@ def test_zero_documents_give_empty_outputs_not_a_crash(tmp_path: Path) -> None:
     result = run_pipeline(load_pipeline(write(tmp_path, GOOD)), tmp_path / "run")
     assert result.status == "complete"
     assert result.manifest["stages"]["chunk"]["inputs"] == 0
+
+
+def test_unreachable_server_is_one_clear_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends
+    text = GOOD.replace(
+        "{backend: fake}", f"{{backend: openai, base_url: 'http://127.0.0.1:{port}/v1'}}"
+    )
+    text += (
+        "  - stage: qa_source\n    params: {source: jsonl, path: qa.jsonl}\n  - stage: distill\n"
+    )
+    (tmp_path / "qa.jsonl").write_text('{"question": "q?", "answer": "1"}\n', encoding="utf-8")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("Revenue rose 8% in 2022. " * 5, encoding="utf-8")
+    result = fingen("run", str(write(tmp_path, text)), "--out", "run", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "cannot connect" in result.stderr and "Traceback" not in result.stderr

@@ -9,7 +9,7 @@ from fingen.errors import ConfigError
 from fingen.llm.base import Backend
 from fingen.llm.config import LLMConfig
 
-__all__ = ["BACKENDS", "create_backend", "resolve_api_key"]
+__all__ = ["BACKENDS", "check_reachable", "create_backend", "resolve_api_key"]
 
 
 def resolve_api_key(config: LLMConfig) -> str | None:
@@ -24,10 +24,29 @@ def resolve_api_key(config: LLMConfig) -> str | None:
     return key
 
 
+def check_reachable(base_url: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, with one clear line, when nothing listens at ``base_url``."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"'{base_url}' is not an http(s) URL", where="llm.base_url")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"cannot connect to {parts.hostname}:{port} ({reason})", where="llm.base_url"
+        ) from None
+
+
 def _openai(config: LLMConfig) -> Backend:
     from fingen.llm.client import OpenAICompatBackend
 
     assert config.base_url is not None
+    check_reachable(config.base_url)
     return OpenAICompatBackend(
         base_url=config.base_url,
         model=config.model or "default",
