@@ -21,3 +21,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (../shared absent)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def bag(monkeypatch: pytest.MonkeyPatch) -> object:
+    """The hashed bag-of-words test embedder, registered as the 'bag' alias for this test."""
+    from tests.test_mining import register_bag
+
+    return register_bag(monkeypatch)

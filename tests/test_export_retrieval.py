@@ -19,25 +19,18 @@ from tests.test_mining import (
     DOCS,
     EXPLICIT,
     QUERIES,
-    BagEmbedder,
     judge_rules,
     make_passages,
     make_queries,
     pid,
     qid,
     read,
-    register_bag,
     run,
     write_records,
     write_upstream,
 )
 
 datasets = pytest.importorskip("datasets")
-
-
-@pytest.fixture
-def bag(monkeypatch: pytest.MonkeyPatch) -> BagEmbedder:
-    return register_bag(monkeypatch)
 
 
 def tsv(path: Path) -> list[dict[str, str]]:

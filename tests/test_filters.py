@@ -19,16 +19,10 @@ from tests.test_mining import (
     pid,
     qid,
     read,
-    register_bag,
     run,
     write_records,
     write_upstream,
 )
-
-
-@pytest.fixture
-def bag(monkeypatch: pytest.MonkeyPatch) -> BagEmbedder:
-    return register_bag(monkeypatch)
 
 
 def q(text: str, level: str = "sentence", sources: list[str] | None = None) -> Query:

@@ -67,11 +67,6 @@ def register_bag(monkeypatch: pytest.MonkeyPatch) -> BagEmbedder:
     return BagEmbedder()
 
 
-@pytest.fixture
-def bag(monkeypatch: pytest.MonkeyPatch) -> BagEmbedder:
-    return register_bag(monkeypatch)
-
-
 DOCS = {
     "acme": (
         "Acme Corp 2023 Annual Report",

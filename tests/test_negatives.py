@@ -26,16 +26,10 @@ from tests.test_mining import (
     pid,
     qid,
     read,
-    register_bag,
     run,
     write_records,
     write_upstream,
 )
-
-
-@pytest.fixture
-def bag(monkeypatch: pytest.MonkeyPatch) -> BagEmbedder:
-    return register_bag(monkeypatch)
 
 
 def unit(rows: int, dim: int, rng: np.random.Generator) -> np.ndarray:
