@@ -54,6 +54,8 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from fingen.llm.fake import schema_instance
+
 __all__ = [
     "MALFORMED_JSON",
     "ScriptedServer",
@@ -79,81 +81,6 @@ def fail_then(n: int, failure: Action | None = None, success: Action | None = No
 
 
 # --- schema echo -------------------------------------------------------------------------
-
-
-def schema_instance(
-    schema: dict[str, Any], root: dict[str, Any] | None = None, name: str = ""
-) -> Any:
-    """A small valid instance of a JSON schema (pydantic's $defs/$ref, anyOf, enums, bounds)."""
-    root = schema if root is None else root
-    if "$ref" in schema:
-        ref = schema["$ref"]
-        target: Any = root
-        for part in ref.lstrip("#/").split("/"):
-            target = target[part]
-        return schema_instance(target, root, name or ref.rsplit("/", 1)[-1].lower())
-    if "const" in schema:
-        return schema["const"]
-    if schema.get("enum"):
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf"):
-        if key in schema:
-            options = [s for s in schema[key] if s.get("type") != "null"] or schema[key]
-            return schema_instance(options[0], root, name)
-    if "allOf" in schema:
-        merged: dict[str, Any] = {}
-        for part in schema["allOf"]:
-            merged |= part
-        return schema_instance(merged, root, name)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind is None:
-        kind = "object" if "properties" in schema else "array" if "items" in schema else None
-    if kind == "object":
-        props = schema.get("properties", {})
-        return {key: schema_instance(sub, root, key) for key, sub in props.items()}
-    if kind == "array":
-        count = max(1, schema.get("minItems", 1))
-        count = min(count, schema.get("maxItems", count))
-        prefix = schema.get("prefixItems")
-        if prefix:
-            return [schema_instance(s, root, name) for s in prefix]
-        return [schema_instance(schema.get("items", {}), root, name) for _ in range(count)]
-    if kind in ("integer", "number"):
-        return _number(schema, kind == "integer")
-    if kind == "boolean":
-        return True
-    if kind == "null":
-        return None
-    if kind == "string":
-        return _string(schema, name)
-    return name or "value"
-
-
-def _number(schema: dict[str, Any], integer: bool) -> int | float:
-    step = 1 if integer else 0.5
-    lo = schema.get("minimum", schema.get("exclusiveMinimum", -float("inf")) + step)
-    hi = schema.get("maximum", schema.get("exclusiveMaximum", float("inf")) - step)
-    value = min(max(1, lo), hi)
-    return int(value) if integer else float(value)
-
-
-def _string(schema: dict[str, Any], name: str) -> str:
-    formats = {
-        "date": "2024-01-02",
-        "date-time": "2024-01-02T03:04:05Z",
-        "email": "a@b.co",
-    }
-    formats |= {
-        "uri": "https://example.com",
-        "uuid": "12345678-1234-5678-1234-567812345678",
-    }
-    if schema.get("format") in formats:
-        return formats[schema["format"]]
-    text = name or "text"
-    text = text.ljust(schema.get("minLength", 0), "x")
-    return text[: schema.get("maxLength", len(text))]
 
 
 def request_schema(body: dict[str, Any]) -> dict[str, Any] | None:

@@ -42,9 +42,11 @@ class LocalModelConfig(_Strict):
 
 
 class FakeConfig(_Strict):
-    """Scripted responses for dry runs: cycled in order, else a minimal schema-valid answer."""
+    """Dry runs: a handler (import path of ``request -> reply``), else scripted responses
+    cycled in order, else a minimal schema-valid answer."""
 
     responses: list[str] = Field(default_factory=list)
+    handler: str | None = Field(None, description="'package.module:function' answering requests")
 
 
 class LLMConfig(_Strict):

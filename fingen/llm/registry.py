@@ -75,9 +75,10 @@ def _vllm(config: LLMConfig) -> Backend:
 
 
 def _fake(config: LLMConfig) -> Backend:
-    from fingen.llm.fake import FakeBackend
+    from fingen.llm.fake import FakeBackend, load_handler
 
-    return FakeBackend(config.fake.responses, model=config.model or "fake")
+    handler = load_handler(config.fake.handler) if config.fake.handler else None
+    return FakeBackend(handler, responses=config.fake.responses, model=config.model or "fake")
 
 
 BACKENDS: dict[str, Callable[[LLMConfig], Backend]] = {
