@@ -1,6 +1,6 @@
 """Client-side overhead of fingen's LLM path against raw HTTP clients (prints a markdown table).
 
-Against the scripted OpenAI-compatible server (tests/scripted_server.py, run as a separate
+Against the stub OpenAI-compatible server (bench/stub_server.py, run as a separate
 process so its CPU is not charged to this one), each path sends the same ``--requests`` chat
 requests, ``--concurrency`` at a time, each asking for a small JSON object through a
 ``json_schema`` response_format; every reply is validated with the same pydantic model.
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.scripted_server import ServerProcess  # noqa: E402 (needs ROOT on sys.path)
+from bench.stub_server import StubServerProcess  # noqa: E402 (needs ROOT on sys.path)
 
 __all__ = ["Fact", "Row", "main"]
 
@@ -218,7 +218,7 @@ def fingen_full(url: str, n: int, concurrency: int, cache_path: Path) -> None:
 
 def measure(
     path: str,
-    server: ServerProcess,
+    server: StubServerProcess,
     latency: float,
     n: int,
     concurrency: int,
@@ -232,7 +232,7 @@ def measure(
     run()
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     srv1 = _server_cpu(pid)
-    stats = server.stats(with_requests=False)
+    stats = server.stats()
     non_200 = {k: v for k, v in stats["status_counts"].items() if k != "200"}
     if non_200:
         raise RuntimeError(f"{path}: server answered {non_200}")
@@ -257,7 +257,7 @@ def run_suite(args: argparse.Namespace) -> list[Row]:
     _preload()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="fingen-bench-") as tmp:
-        with ServerProcess(latency=0.0) as srv:
+        with StubServerProcess(latency=0.0) as srv:
             url = srv.base_url
 
             def row(path: str, run: Callable[[], None]) -> None:
@@ -271,7 +271,7 @@ def run_suite(args: argparse.Namespace) -> list[Row]:
             row("(d) fingen engine+run_task", lambda: fingen_full(url, n, c, cache))
             row("(d') fingen, fully cached", lambda: fingen_full(url, n, c, cache))
         if args.latency > 0:
-            with ServerProcess(latency=args.latency) as srv:
+            with StubServerProcess(latency=args.latency) as srv:
                 url, lat = srv.base_url, args.latency
                 rows.append(
                     measure(
