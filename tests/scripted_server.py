@@ -1,4 +1,4 @@
-"""A scripted OpenAI-compatible HTTP server for tests and benchmarks (aiohttp).
+"""A scripted OpenAI-compatible HTTP server for tests (aiohttp).
 
 Each ``POST /v1/chat/completions`` takes the next action from (a) a queue consumed in
 order, else (b) the first matching rule, else (c) the default action. An action is a dict;
@@ -36,25 +36,20 @@ as a process: ``python -m tests.scripted_server --port 0 --script FILE.json [--l
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
-import json
-import re
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import urllib.request
-from collections import Counter
-from pathlib import Path
 from typing import Any, Self
 
 from aiohttp import web
 
 from fingen.llm.fake import schema_instance
+from tests.scripted_app import build_app, start_runner
+from tests.scripted_process import ROOT as ROOT  # re-exported, as before the split
+from tests.scripted_process import ServerProcess, main
+from tests.scripted_rules import MALFORMED_JSON, Action, Script, fail_then
+from tests.scripted_rules import completion_body as completion_body  # re-exported
+from tests.scripted_rules import request_schema as request_schema  # re-exported
 
 __all__ = [
     "MALFORMED_JSON",
@@ -63,269 +58,6 @@ __all__ = [
     "fail_then",
     "schema_instance",
 ]
-
-MALFORMED_JSON = '{"answer": "unterminated, "items": [1, 2,'
-ROOT = Path(__file__).resolve().parents[1]
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
-}
-_ERROR_TYPES |= {429: "rate_limit_error"}
-Action = dict[str, Any]
-
-
-def fail_then(n: int, failure: Action | None = None, success: Action | None = None) -> list[Action]:
-    """``n`` failures (default 500) then a success (default schema echo), for ``actions``."""
-    return [dict(failure or {"status": 500})] * n + [dict(success or {})]
-
-
-# --- schema echo -------------------------------------------------------------------------
-
-
-def request_schema(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The JSON schema a request asks for (json_schema, json_object+schema, guided_json)."""
-    fmt = body.get("response_format") or {}
-    if fmt.get("type") == "json_schema":
-        return (fmt.get("json_schema") or {}).get("schema")
-    if fmt.get("type") == "json_object" and isinstance(fmt.get("schema"), dict):
-        return fmt["schema"]
-    guided = body.get("guided_json")
-    return json.loads(guided) if isinstance(guided, str) else guided
-
-
-# --- script state --------------------------------------------------------------------------
-
-
-def _text(message: dict[str, Any]) -> str:
-    content = message.get("content") or ""
-    if isinstance(content, list):  # content parts
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return str(content)
-
-
-class Script:
-    """Queue, rules, default, counters and request records; thread-safe."""
-
-    def __init__(
-        self,
-        actions: list[Action] | None,
-        rules: list[dict[str, Any]] | None,
-        default: Action | None,
-    ) -> None:
-        self.lock = threading.Lock()
-        self.queue: list[Action] = []
-        self.rules: list[dict[str, Any]] = []
-        self.default: Action = {}
-        self.replace(actions=actions or [], rules=rules or [], default=default or {})
-        self.reset()
-
-    def replace(
-        self,
-        *,
-        actions: list[Action] | None = None,
-        rules: list[dict] | None = None,
-        default: Action | None = None,
-        append: bool = False,
-    ) -> None:
-        """Replace (or extend, with ``append``) the parts given; ``None`` leaves one as is."""
-        with self.lock:
-            if actions is not None:
-                self.queue = [*self.queue, *actions] if append else list(actions)
-            if rules is not None:
-                self.rules = [*self.rules, *rules] if append else list(rules)
-                self.rule_uses: Counter[Any] = Counter()
-            if default is not None:
-                self.default = dict(default)
-
-    def reset(self) -> None:
-        """Forget requests, counts and rule uses (the script stays)."""
-        with self.lock:
-            self.records: list[dict[str, Any]] = []
-            self.status_counts: Counter[int] = Counter()
-            self.rule_uses = Counter()
-
-    def choose(self, body: dict[str, Any]) -> tuple[Action, dict[str, Any]]:
-        """Pick the action for one request and record the request."""
-        messages = body.get("messages") or []
-        with self.lock:
-            source, action = "default", self.default
-            if self.queue:
-                source, action = "queue", self.queue.pop(0)
-            else:
-                for i, rule in enumerate(self.rules):
-                    picked = self._apply(i, rule, messages)
-                    if picked is not None:
-                        source, action = f"rule{i}", picked
-                        break
-            record = {
-                "index": len(self.records),
-                "model": body.get("model"),
-                "messages": messages,
-                "response_format": body.get("response_format"),
-                "temperature": body.get("temperature"),
-                "seed": body.get("seed"),
-                "max_tokens": body.get("max_tokens", body.get("max_completion_tokens")),
-                "body": body,
-                "source": source,
-                "status": None,
-                "time": time.time(),
-            }
-            self.records.append(record)
-        return action, record
-
-    def _apply(self, i: int, rule: dict[str, Any], messages: list[dict]) -> Action | None:
-        if "match" in rule or "regex" in rule:
-            if rule.get("in", "last_user") == "any":
-                haystack = "\n".join(_text(m) for m in messages)
-            else:
-                users = [m for m in messages if m.get("role") == "user"]
-                haystack = _text(users[-1]) if users else ""
-            if "match" in rule and rule["match"] not in haystack:
-                return None
-            if "regex" in rule and not re.search(rule["regex"], haystack):
-                return None
-        key = (i, json.dumps(messages, sort_keys=True)) if rule.get("per_prompt") else i
-        uses = self.rule_uses[key]
-        if rule.get("times") is not None and uses >= rule["times"]:
-            return None
-        self.rule_uses[key] = uses + 1
-        if "actions" in rule:
-            return rule["actions"][min(uses, len(rule["actions"]) - 1)]
-        return rule.get("action", {})
-
-    def finish(self, record: dict[str, Any], status: int) -> None:
-        with self.lock:
-            record["status"] = status
-            self.status_counts[status] += 1
-
-    def stats(self, with_requests: bool = True) -> dict[str, Any]:
-        with self.lock:
-            out: dict[str, Any] = {
-                "count": len(self.records),
-                "status_counts": {str(k): v for k, v in sorted(self.status_counts.items())},
-                "queue_left": len(self.queue),
-            }
-            if with_requests:
-                out["requests"] = [dict(r) for r in self.records]
-        return out
-
-
-# --- HTTP --------------------------------------------------------------------------------
-
-
-def completion_body(action: Action, body: dict[str, Any], n: int) -> tuple[dict[str, Any], str]:
-    """The OpenAI chat.completion body for a 2xx action, and its content."""
-    if "content" in action:
-        content = str(action["content"])
-    elif "json" in action:
-        content = json.dumps(action["json"])
-    elif action.get("malformed"):
-        content = action["malformed"] if isinstance(action["malformed"], str) else MALFORMED_JSON
-    else:
-        schema = request_schema(body)
-        content = json.dumps(schema_instance(schema) if schema else {})
-    finish = action.get("finish_reason", "stop")
-    if action.get("truncate"):
-        content, finish = (
-            content[: len(content) // 2],
-            action.get("finish_reason", "length"),
-        )
-    message: dict[str, Any] = {"role": "assistant", "content": content}
-    if "reasoning" in action:
-        message["reasoning_content"] = action["reasoning"]
-    prompt = sum(len(_text(m)) for m in body.get("messages") or []) // 4 + 1
-    usage = {"prompt_tokens": prompt, "completion_tokens": len(content) // 4 + 1}
-    usage |= action.get("usage", {})
-    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    return {
-        "id": f"chatcmpl-scripted{n:08d}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": action.get("model", body.get("model") or "scripted"),
-        "system_fingerprint": "fp_scripted",
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-        "usage": usage,
-    }, content
-
-
-def build_app(script: Script, latency: float = 0.0, model: str = "scripted") -> web.Application:
-    """The aiohttp application serving ``script``."""
-
-    async def chat(request: web.Request) -> web.StreamResponse:
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            body = {}
-        action, record = script.choose(body)
-        delay = latency + float(action.get("delay", 0.0))
-        if delay > 0:
-            await asyncio.sleep(delay)
-        status = int(action.get("status", 200))
-        headers = {str(k): str(v) for k, v in action.get("headers", {}).items()}
-        if "retry_after" in action:
-            headers["Retry-After"] = f"{action['retry_after']:g}"
-        if action.get("drop"):
-            script.finish(record, 0)
-            if request.transport is not None:
-                request.transport.abort()
-            raise asyncio.CancelledError  # aiohttp treats this as a lost connection
-        if "body" in action:
-            raw = action["body"]
-            text = raw if isinstance(raw, str) else json.dumps(raw)
-            ctype = "text/plain" if isinstance(raw, str) else "application/json"
-        elif status >= 300:
-            kind = _ERROR_TYPES.get(status, "server_error")
-            err = {"message": action.get("error", f"scripted {status}"), "type": kind}
-            text, ctype = (
-                json.dumps({"error": err | {"param": None, "code": status}}),
-                "application/json",
-            )
-        else:
-            payload, _ = completion_body(action, body, record["index"])
-            text, ctype = json.dumps(payload), "application/json"
-        script.finish(record, status)
-        return web.Response(status=status, text=text, content_type=ctype, headers=headers)
-
-    async def models(_: web.Request) -> web.Response:
-        item = {"id": model, "object": "model", "created": 0, "owned_by": "scripted"}
-        return web.json_response({"object": "list", "data": [item]})
-
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def stats(request: web.Request) -> web.Response:
-        return web.json_response(script.stats(request.query.get("requests", "1") != "0"))
-
-    async def reset(_: web.Request) -> web.Response:
-        script.reset()
-        return web.json_response({"ok": True})
-
-    async def set_script(request: web.Request) -> web.Response:
-        new = await request.json()
-        parts = {k: new.get(k) for k in ("actions", "rules", "default")}
-        script.replace(**parts, append=bool(new.get("append")))
-        return web.json_response({"ok": True})
-
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_post("/v1/chat/completions", chat)
-    app.router.add_post("/chat/completions", chat)
-    app.router.add_get("/v1/models", models)
-    app.router.add_get("/health", health)
-    app.router.add_get("/stats", stats)
-    app.router.add_post("/reset", reset)
-    app.router.add_post("/script", set_script)
-    return app
-
-
-async def _start(app: web.Application, host: str, port: int, backlog: int) -> web.AppRunner:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    await web.SockSite(runner, sock, backlog=backlog).start()
-    return runner
 
 
 class ScriptedServer:
@@ -420,7 +152,7 @@ class ScriptedServer:
             try:
                 app = build_app(self.script, self.latency, self.model)
                 self._runner = loop.run_until_complete(
-                    _start(app, self.host, self.port, self.backlog)
+                    start_runner(app, self.host, self.port, self.backlog)
                 )
                 self.port = self._runner.addresses[0][1]
             except BaseException as exc:  # re-raised by start()
@@ -455,116 +187,6 @@ class ScriptedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-# --- separate process ------------------------------------------------------------------------
-
-
-class ServerProcess:
-    """``python -m tests.scripted_server`` as a child process (it can outlive a killed client)."""
-
-    def __init__(
-        self,
-        script: dict[str, Any] | None = None,
-        *,
-        latency: float = 0.0,
-        port: int = 0,
-        startup_timeout: float = 20.0,
-    ) -> None:
-        self.script, self.latency, self.port = script or {}, latency, port
-        self.startup_timeout = startup_timeout
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.url}/v1"
-
-    def _call(self, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        data = None if payload is None else json.dumps(payload).encode()
-        req = urllib.request.Request(self.url + path, data=data, method="POST" if data else "GET")
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(req, timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def stats(self, with_requests: bool = True) -> dict[str, Any]:
-        return self._call("/stats" + ("" if with_requests else "?requests=0"))
-
-    def reset(self) -> None:
-        self._call("/reset", {})
-
-    def set_script(self, **parts: Any) -> None:
-        self._call("/script", parts)
-
-    def start(self) -> ServerProcess:
-        self._dir = tempfile.TemporaryDirectory(prefix="scripted-server-")
-        script_file, port_file = (
-            Path(self._dir.name, "script.json"),
-            Path(self._dir.name, "port"),
-        )
-        script_file.write_text(json.dumps(self.script))
-        cmd = [sys.executable, "-m", "tests.scripted_server", "--port", str(self.port)]
-        cmd += ["--script", str(script_file), "--port-file", str(port_file)]
-        cmd += ["--latency", str(self.latency)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + self.startup_timeout
-        while not port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"scripted server did not start: {cmd}")
-            time.sleep(0.02)
-        self.port = int(port_file.read_text())
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    spec = json.loads(Path(args.script).read_text()) if args.script else {}
-    script = Script(spec.get("actions"), spec.get("rules"), spec.get("default"))
-    app = build_app(script, args.latency, spec.get("model", "scripted"))
-    runner = await _start(app, args.host, args.port, args.backlog)
-    port = runner.addresses[0][1]
-    if args.port_file:
-        tmp = Path(f"{args.port_file}.tmp")
-        tmp.write_text(str(port))
-        tmp.replace(args.port_file)  # atomic: a reader never sees a partial port
-    print(port, flush=True)
-    await asyncio.Event().wait()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command line: serve a script file until killed."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--script", help='JSON file: {"actions": [], "rules": [], "default": {}}')
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each answer")
-    parser.add_argument("--port-file", help="write the bound port here (atomically)")
-    parser.add_argument("--backlog", type=int, default=1024)
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
 
 
 if __name__ == "__main__":
