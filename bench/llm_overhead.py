@@ -39,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.stub_server import StubServerProcess  # noqa: E402 (needs ROOT on sys.path)
+from fingen.llm.tasks import LLMTask  # noqa: E402
 
 __all__ = ["Fact", "Row", "main"]
 
@@ -178,7 +179,7 @@ async def bare_openai(url: str, n: int, concurrency: int) -> None:
         await client.close()
 
 
-class FactTask:
+class FactTask(LLMTask):
     """The bench's LLMTask: one item -> one Fact."""
 
     name = "bench"

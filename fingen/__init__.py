@@ -26,6 +26,7 @@ from fingen.records import (
     Document,
     DPORecord,
     Failure,
+    HardNegatives,
     Passage,
     QAItem,
     Qrel,
@@ -33,6 +34,7 @@ from fingen.records import (
     RLRecord,
     Sentence,
     SFTRecord,
+    TopicCluster,
     content_id,
 )
 
@@ -48,6 +50,7 @@ __all__ = [
     "EmbedderConfig",
     "Failure",
     "FingenError",
+    "HardNegatives",
     "InputError",
     "LLMConfig",
     "LLMError",
@@ -63,12 +66,14 @@ __all__ = [
     "Sentence",
     "StageConfig",
     "StructuredOutputError",
+    "TopicCluster",
     "TransportError",
     "UserError",
     "__version__",
     "build_engine",
     "content_id",
     "load_pipeline",
+    "load_run",
     "run_pipeline",
     "run_task",
 ]
@@ -84,4 +89,8 @@ def __getattr__(name: str) -> object:
         from fingen.pipeline import run_pipeline
 
         return run_pipeline
+    if name == "load_run":
+        from fingen.run import load_run
+
+        return load_run
     raise AttributeError(f"module 'fingen' has no attribute {name!r}")

@@ -10,8 +10,10 @@ Tree::
     │   ├── BackendRejected      the server refuses every request (401/403/404: key, model, URL)
     │   └── PublishError         no token, bad repo id, upload failed
     ├── DocumentError            one bad document (skipped and reported, never fatal)
+    ├── RowRejected              a task rejects one item's reply (kept as a Failure record)
     ├── LLMError                 a model request failed after its retries
     │   ├── TransportError       HTTP/connection failure after transport retries
+    │   ├── ParseFailure         one reply is not valid JSON / misses the schema (re-asked)
     │   ├── StructuredOutputError  output failed to parse/validate after re-asks
     │   └── BudgetExceeded       a token/cost budget was reached; the run stops cleanly
     ├── BackendStartError        the embedded model server did not start
@@ -30,7 +32,9 @@ __all__ = [
     "InputError",
     "LLMError",
     "MissingExtraError",
+    "ParseFailure",
     "PublishError",
+    "RowRejected",
     "StoreError",
     "StructuredOutputError",
     "TransportError",
@@ -95,8 +99,25 @@ class DocumentError(FingenError):
         super().__init__(f"{source}: {reason}" + (f" ({detail})" if detail else ""))
 
 
+class RowRejected(FingenError):
+    """Raised by a task's ``parse`` when an item's reply gives no usable record."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
 class LLMError(FingenError):
     """A model request failed."""
+
+
+class ParseFailure(LLMError):
+    """One reply is not valid JSON (``reason='invalid_json'``) or misses the schema
+    (``'schema_mismatch'``); the engine re-asks with the error."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
 
 
 class TransportError(LLMError):

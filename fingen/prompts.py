@@ -22,15 +22,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from fingen.errors import ConfigError
 
-__all__ = [
-    "PromptTemplate",
-    "load_prompt",
-    "prompt_hashes",
-    "render",
-    "reset_usage",
-    "set_prompt_dir",
-    "templates_digest",
-]
+__all__ = ["PromptTemplate", "load_prompt", "set_prompt_dir", "templates_digest"]
 
 _PACKAGED = [
     Path(__file__).resolve().parent / "_prompts",  # wheel install (force-included)
@@ -41,7 +33,6 @@ _env = SandboxedEnvironment(
 )
 _lock = threading.Lock()
 _cache: dict[Path, PromptTemplate] = {}
-_used: dict[str, str] = {}
 _compiled: dict[str, Any] = {}
 _user_dir: Path | None = None
 
@@ -101,7 +92,8 @@ def _search_dirs() -> list[Path]:
 
 
 def load_prompt(task: str, lang: str = "en") -> PromptTemplate:
-    """Find and load ``<task>.<lang>.jinja`` (falls back to ``en``); records its hash."""
+    """Find and load ``<task>.<lang>.jinja`` (falls back to ``en``); tasks load their
+    template once, at construction, and report its sha256 to the run manifest."""
     candidates = [f"{task}.{lang}.jinja"] + ([f"{task}.en.jinja"] if lang != "en" else [])
     for name in candidates:
         for d in _search_dirs():
@@ -118,14 +110,8 @@ def load_prompt(task: str, lang: str = "en") -> PromptTemplate:
                             raise ConfigError(f"template syntax: {exc}", where=str(path)) from exc
                         tpl = PromptTemplate(name, path, hashlib.sha256(data).hexdigest(), source)
                         _cache[path] = tpl
-                    _used[name] = tpl.sha256
                 return tpl
     raise ConfigError(f"no template {candidates[0]} in {[str(d) for d in _search_dirs()]}")
-
-
-def render(task: str, lang: str = "en", **variables: Any) -> list[dict[str, str]]:
-    """Load and render a template to chat messages."""
-    return load_prompt(task, lang).render(**variables)
 
 
 def templates_digest() -> str:
@@ -138,15 +124,3 @@ def templates_digest() -> str:
                 chosen[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
     blob = "\n".join(f"{name} {digest}" for name, digest in sorted(chosen.items()))
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def reset_usage() -> None:
-    """Forget which templates were used (called at the start of each run)."""
-    with _lock:
-        _used.clear()
-
-
-def prompt_hashes() -> dict[str, str]:
-    """sha256 of every template loaded in this process, by file name (for the manifest)."""
-    with _lock:
-        return dict(sorted(_used.items()))

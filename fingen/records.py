@@ -13,8 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "CoTSample",
     "DPORecord",
+    "KINDS",
     "Document",
     "Failure",
+    "HardNegatives",
     "Passage",
     "QAItem",
     "Qrel",
@@ -24,7 +26,9 @@ __all__ = [
     "Record",
     "SFTRecord",
     "Sentence",
+    "TopicCluster",
     "content_id",
+    "record_key",
 ]
 
 QueryLevel = Literal["sentence", "passage", "topic"]
@@ -100,6 +104,28 @@ class Qrel(Record):
     rationale: str | None = None
 
 
+class TopicCluster(Record):
+    """Documents grouped by industry x time bucket x topic (``topics.clusters.jsonl``)."""
+
+    cluster_id: str
+    industry: str
+    period: str
+    topic: int
+    words: list[str]
+    doc_ids: list[str]
+    titles: list[str]
+
+
+class HardNegatives(Record):
+    """One query's training group: its positives and hard negatives (with where each came from)."""
+
+    query_id: str
+    positive_ids: list[str]
+    negative_ids: list[str] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=list)  # per negative: "verified" | "ranked"
+    scores: list[float] = Field(default_factory=list)  # per negative: embedder similarity
+
+
 class QAItem(Record):
     qa_id: str
     question: str
@@ -154,3 +180,38 @@ class Failure(Record):
     reason: str
     detail: str = ""
     raw: str = ""
+
+
+#: Record kinds of stage outputs: kind -> (model, fields that identify a record). A run's
+#: view of a kind merges its files in stage order; a later record with the same key wins.
+#: Kinds without a model hold plain JSON rows (file lists, metrics); ``None`` keys keep all.
+KINDS: dict[str, tuple[type[Record] | None, tuple[str, ...] | None]] = {
+    "document": (Document, ("doc_id",)),
+    "passage": (Passage, ("passage_id",)),
+    "query": (Query, ("query_id",)),
+    "qrel": (Qrel, ("query_id", "passage_id")),
+    "partial": (Qrel, ("query_id", "passage_id")),
+    "cluster": (TopicCluster, ("cluster_id",)),
+    "hard_negatives": (HardNegatives, ("query_id",)),
+    "qa": (QAItem, ("qa_id",)),
+    "cot": (CoTSample, ("sample_id",)),
+    "sft": (SFTRecord, ()),
+    "dpo": (DPORecord, ()),
+    "rl": (RLRecord, ()),
+    "failure": (Failure, None),
+    "evaluation": (None, None),
+    "file": (None, None),
+}
+
+
+def record_key(kind: str, record: Record | dict[str, Any]) -> tuple[Any, ...] | None:
+    """The identity of a record of ``kind`` (``()``: the whole record; None: no identity)."""
+    fields = KINDS[kind][1]
+    if fields is None:
+        return None
+    data = record if isinstance(record, dict) else record.__dict__
+    if not fields:
+        if isinstance(record, Record):
+            return (record.model_dump_json(),)
+        return (repr(sorted(data.items())),)
+    return tuple(data[f] for f in fields)

@@ -13,7 +13,7 @@ import pytest
 
 from fingen.export.retrieval import BASE_FILES, beir_dataset_dict, beir_qrels
 from fingen.records import Qrel, Query
-from fingen.retrieval.negatives import HardNegatives
+from fingen.records import HardNegatives
 from tests.scripted_server import ScriptedServer
 from tests.test_mining import (
     DOCS,
@@ -121,6 +121,7 @@ def test_export_stage_writes_every_format_loadable_with_datasets(tmp_path: Path)
     run_dir = tmp_path / "run"
     write_labels(run_dir)
     params = {
+        "passages": "chunk",
         "queries": EXPLICIT["queries"],
         "qrels": ["bottom_up.qrels", "mine.qrels", "mine.negatives"],
         "negatives": "hard_negatives",

@@ -121,7 +121,8 @@ def test_stage_exports_what_route_and_preference_wrote(tmp_path: Path) -> None:
         writer = store.writer(stage, output)
         writer.write_all(records)
         writer.commit()
-    result = _stage_run(store.root, {"formats": ["parquet"]})
+    refs = {"sft": "route.sft", "rl": "route.rl", "dpo": "preference"}
+    result = _stage_run(store.root, {"formats": ["parquet"], **refs})
     entry = result.stages["export_training"]  # type: ignore[attr-defined]
     assert entry["inputs"] == entry["succeeded"] == 5
     exports = entry["extra"]["exports"]

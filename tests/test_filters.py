@@ -114,6 +114,7 @@ def test_filter_stage_keeps_queries_and_their_labels_only(tmp_path: Path, bag: B
     )
     write_records(run_dir / "bottom_up.queries.jsonl", [*queries, lost])
     params = {
+        "passages": "chunk",
         "queries": EXPLICIT["queries"],
         "qrels": ["bottom_up.qrels", "mine.qrels"],
         "partial": ["mine.partial"],
@@ -152,27 +153,33 @@ def test_filter_without_embedding_test_uses_exact_text_only(tmp_path: Path) -> N
 def test_stage_inputs_follow_the_pipeline_order(tmp_path: Path) -> None:
     from fingen.config import PipelineConfig
     from fingen.errors import ConfigError
-    from fingen.stages.base import StageContext, StageStats
-    from fingen.stages.relevance import HardNegativesParams, MineParams, resolve_sources
+    from fingen.pipeline import _context, _Resources, resolve_stage, validate_pipeline
+    from fingen.stages.base import output_files, spec_of
     from fingen.store import RunStore
 
-    def ctx(key: str, stages: list[str]) -> StageContext:
+    def view_of(key: str, stages: list[str]) -> dict[str, list[str]]:
         config = PipelineConfig.model_validate(
             {"name": "t", "stages": [{"stage": s} for s in stages]}
         )
-        return StageContext(key, RunStore(tmp_path), config, StageStats(), None, None)  # type: ignore[arg-type]
+        specs = [spec_of(resolve_stage(s)) for s in stages]
+        store = RunStore(tmp_path / "-".join(stages))
+        for sc, spec in zip(config.stages, specs, strict=True):  # every output exists
+            for f in output_files(store.root, sc.key, sc.stage, spec):
+                f.path.write_text("")
+        ctx = _context(config, stages.index(key), store, _Resources(config, store), specs)
+        view = ctx.view()
+        return {k: [f.ref for f in view.files_of(k)] for k in ("query", "qrel", "partial")}
 
     order = ["chunk", "bottom_up", "top_down", "filter", "mine", "hard_negatives"]
-    src = resolve_sources(ctx("hard_negatives", order), HardNegativesParams())
-    assert src.queries == ["filter"]
-    assert src.qrels == ["filter.qrels", "mine.qrels", "mine.negatives"]
-    assert src.partial == ["filter.partial", "mine.partial"]
-    mine_first = ["bottom_up", "top_down", "mine", "filter"]
-    src = resolve_sources(ctx("mine", mine_first), MineParams())
-    assert src.queries == ["bottom_up.queries", "top_down.queries"]
-    generated = ["bottom_up.qrels", "bottom_up.negatives", "top_down.qrels", "top_down.negatives"]
-    assert src.qrels == generated
-    src = resolve_sources(ctx("mine", mine_first), MineParams(qrels=["x.qrels"]))
-    assert src.qrels == ["x.qrels"] and src.queries == ["bottom_up.queries", "top_down.queries"]
-    with pytest.raises(ConfigError, match="no query source"):
-        resolve_sources(ctx("mine", ["chunk", "mine"]), MineParams())
+    got = view_of("hard_negatives", order)
+    assert got["query"] == ["filter"]
+    assert got["qrel"] == ["filter.qrels", "mine.qrels", "mine.negatives"]
+    assert got["partial"] == ["filter.partial", "mine.partial"]
+    got = view_of("mine", ["chunk", "bottom_up", "top_down", "mine", "filter"])
+    assert got["query"] == ["bottom_up.queries", "top_down.queries"]
+    generated = ["bottom_up.qrels", "top_down.qrels", "top_down.negatives"]
+    assert got["qrel"] == generated
+    config = PipelineConfig.model_validate({"name": "t", "stages": [{"stage": "chunk"},
+                                                                   {"stage": "mine"}]})  # fmt: skip
+    with pytest.raises(ConfigError, match="no earlier stage produces"):
+        validate_pipeline(config)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from fingen.config import BudgetConfig, LLMConfig, PricesConfig
 from fingen.errors import BudgetExceeded, StructuredOutputError, TransportError
-from fingen.llm import ChatRequest, build_engine, run_task
+from fingen.llm import ChatRequest, LLMTask, build_engine, run_task
 from fingen.records import Failure
 from tests.scripted_server import MALFORMED_JSON, ScriptedServer, fail_then
 
@@ -20,7 +20,7 @@ class Answer(BaseModel):
     score: int
 
 
-class EchoTask:
+class EchoTask(LLMTask):
     """A minimal structured task: one request per item, one record per reply."""
 
     name = "echo"

@@ -35,7 +35,7 @@ def test_packaged_smollm2_is_found_without_importing_llm() -> None:
 def test_structured_round_trip_through_llama_cpp(tmp_path: Path) -> None:
     config = LLMConfig(backend="local", local={"model": "smollm2", "n_ctx": 2048}, max_tokens=96)
     engine = build_engine(config, cache_path=tmp_path / "cache.sqlite")
-    server = engine.backend.server
+    assert engine.backend.server is None  # started by the first request, not before
     try:
         request = ChatRequest(
             messages=[
@@ -51,6 +51,7 @@ def test_structured_round_trip_through_llama_cpp(tmp_path: Path) -> None:
         assert result.completion.usage.completion_tokens > 0
         again = engine.run(engine.structured(request, Fact))
         assert again.completion.cached and engine.meter.requests == 1 + result.reasks
+        server = engine.backend.server
     finally:
         engine.close()
     assert server.proc.poll() is not None  # the child server is stopped at close

@@ -196,7 +196,7 @@ def read(run_dir: Path, name: str, model: Any = None) -> list[Any]:
     return list(iter_jsonl(path, model)) if path.is_file() else []
 
 
-EXPLICIT = {"queries": ["bottom_up.queries"], "qrels": ["bottom_up.qrels"]}
+EXPLICIT = {"passages": "chunk", "queries": ["bottom_up.queries"], "qrels": ["bottom_up.qrels"]}
 
 
 # --- candidates -----------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def test_judge_task_renders_the_rubric_and_parses_a_grade() -> None:
     passages = make_passages()
     queries, _ = make_queries()
     cand = Candidate(queries[0], passages[1])
-    task = RelevanceJudgeTask(lang="en", judge_name="llm:x")
+    task = RelevanceJudgeTask(lang="en", model="x")
     messages = task.build(cand)
     assert messages[0]["role"] == "system" and messages[-1]["role"] == "user"
     assert queries[0].text in messages[-1]["content"]

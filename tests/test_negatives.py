@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from fingen.embed.index import ExactIndex
-from fingen.records import Qrel
+from fingen.records import HardNegatives, Qrel
 from fingen.retrieval.negatives import (
     HardNegativeConfig,
-    HardNegatives,
     hard_negatives,
     hard_negatives_for_vectors,
     select_negatives,
@@ -191,6 +190,7 @@ def test_hard_negatives_stage_writes_groups_and_fails_queries_without_positive(
         [Qrel(query_id=qrels[1].query_id, passage_id=pid("beta", 2), score=0, kind="negative")],
     )
     params = {
+        "passages": "chunk",
         "queries": EXPLICIT["queries"],
         "qrels": ["bottom_up.qrels", "extra.negatives"],
         "range_min": 0,

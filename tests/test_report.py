@@ -30,7 +30,6 @@ from fingen.records import (
 )
 from fingen.report import load_run, summarize, write_report
 from fingen.report.charts import bar_chart, histogram, integer_bins
-from fingen.report.collect import classify
 from fingen.report.html import sample_items, sample_queries
 
 INJECTION = "<script>alert('pwned')</script><img src=x onerror=alert(1)>"
@@ -190,20 +189,25 @@ def make_fixture_run(root: Path, *, licence: str | None = "cc-by-4.0") -> Path:
     _write(root / "filter.rejected.jsonl", [queries[-1]])
     _reasoning(root)
     stages = {
-        "ingest": _entry("ingest", (2, 2), {"main": 2}),
-        "chunk": _entry("chunk", (2, 2), {"main": 4}),
+        "ingest": _entry("ingest", (2, 2), {"main": 2}, kinds={"main": "document"}),
+        "chunk": _entry("chunk", (2, 2), {"main": 4}, kinds={"main": "passage"}),
         "gen": _entry("bottom_up", (5, 4), {"queries": 5, "qrels": 5, "failures": 1},
-                      failures={"bad_span": 1}, usage=_usage(5, 1200, 400, 0.0123)),
-        "topics": _entry("topics", (2, 2), {"main": 2, "clusters": 1}),
-        "top_down": _entry("top_down", (1, 1), {"queries": 1, "qrels": 2}, usage=_usage(3, 900, 150, 0.004)),
-        "mine": _entry("mine", (6, 6), {"main": 2, "negatives": 1}, usage=_usage(8, 3000, 200, 0.01)),
-        "filter": _entry("filter", (6, 5), {"queries": 5, "rejected": 1}, failures={"too_short": 1}),
-        "qa_source": _entry("qa_source", (2, 2), {"main": 2}),
-        "distill": _entry("distill", (2, 2), {"main": 3}, usage=_usage(3, 300, 900, 0.02)),
-        "verify": _entry("verify", (3, 3), {"main": 3}),
-        "judge_reasoning": _entry("judge_reasoning", (3, 3), {"main": 3}, usage=_usage(2, 500, 60, 0.001)),
-        "route": _entry("route", (2, 2), {"sft": 1, "rl": 1}),
-        "preference": _entry("preference", (2, 2), {"main": 1}),
+                      failures={"bad_span": 1}, usage=_usage(5, 1200, 400, 0.0123),
+                      kinds={"queries": "query", "qrels": "qrel"}),
+        "topics": _entry("topics", (2, 2), {"main": 2, "clusters": 1}, kinds={"clusters": "cluster"}),
+        "top_down": _entry("top_down", (1, 1), {"queries": 1, "qrels": 2}, usage=_usage(3, 900, 150, 0.004),
+                           kinds={"queries": "query", "qrels": "qrel"}),
+        "mine": _entry("mine", (6, 6), {"main": 2, "negatives": 1}, usage=_usage(8, 3000, 200, 0.01),
+                       kinds={"main": "qrel", "negatives": "qrel"}),
+        "filter": _entry("filter", (6, 5), {"queries": 5, "rejected": 1}, failures={"too_short": 1},
+                         kinds={"queries": "query"}, replaces=["queries"]),
+        "qa_source": _entry("qa_source", (2, 2), {"main": 2}, kinds={"main": "qa"}),
+        "distill": _entry("distill", (2, 2), {"main": 3}, usage=_usage(3, 300, 900, 0.02), kinds={"main": "cot"}),
+        "verify": _entry("verify", (3, 3), {"main": 3}, kinds={"main": "cot"}),
+        "judge_reasoning": _entry("judge_reasoning", (3, 3), {"main": 3}, usage=_usage(2, 500, 60, 0.001),
+                                  kinds={"main": "cot"}),
+        "route": _entry("route", (2, 2), {"sft": 1, "rl": 1}, kinds={"sft": "sft", "rl": "rl"}),
+        "preference": _entry("preference", (2, 2), {"main": 1}, kinds={"main": "dpo"}),
     }  # fmt: skip
     manifest = {
         "pipeline": "fixture", "run_dir": str(root), "status": "complete",
@@ -263,28 +267,9 @@ def manifest_value(manifest: dict, key: str) -> float | None:
     return entry[field][sub] if sub else entry.get(field, 0)
 
 
-def test_classify_recognises_every_record_shape() -> None:
-    shapes = {
-        "document": Document(doc_id="d", text="t"),
-        "passage": Passage(passage_id="p", doc_id="d", text="t"),
-        "query": Query(query_id="q", text="t", level="topic"),
-        "qrel": Qrel(query_id="q", passage_id="p"),
-        "qa": QAItem(qa_id="a", question="q", gold_answer="g"),
-        "cot": CoTSample(sample_id="s", qa_id="a"),
-        "sft": SFTRecord(messages=[]),
-        "dpo": DPORecord(prompt="p", chosen="c", rejected="r"),
-        "rl": RLRecord(prompt="p", answer="a"),
-        "failure": Failure(stage="s", item_id="i", reason="r"),
-    }
-    for kind, rec in shapes.items():
-        assert classify(rec.model_dump()) == kind
-    assert classify({"cluster_id": "c", "doc_ids": [], "titles": []}) == "cluster"
-    assert classify({"something": 1}) is None
-
-
 def test_load_run_applies_filter_and_renamed_stages(run_dir: Path) -> None:
     data = load_run(run_dir)
-    stage_of = {f.path.name: f.stage for f in data.files}
+    stage_of = {f.path.name: f.stage_type for f in data.files}
     assert stage_of["gen.queries.jsonl"] == "bottom_up"
     assert "filter.rejected.jsonl" not in stage_of and "gen.failures.jsonl" not in stage_of
     assert set(data.queries) == {"qs1", "qs2", "qs3", "qp1", "qt1"}  # qdrop filtered out

@@ -19,18 +19,15 @@ from fingen.pipeline import run_pipeline
 from fingen.records import Document, Failure, Passage, Qrel, Query, content_id
 from fingen.retrieval.bottom_up import numbered_sentences
 from fingen.retrieval.titles import clean_title
-from fingen.retrieval.top_down import (
+from fingen.records import TopicCluster
+from fingen.retrieval.grounding import (
     GroundJudgeTask,
     GroundPair,
     Judgement,
-    TopDownReply,
-    TopDownTask,
-    TopicItem,
     attach_grounding,
     rank_candidates,
-    split_cluster,
 )
-from fingen.retrieval.topics import TopicCluster
+from fingen.retrieval.top_down import TopDownReply, TopDownTask, TopicItem, split_cluster
 from fingen.store import iter_jsonl
 from tests.scripted_server import ScriptedServer
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from fingen.report.collect import RunData
+from fingen.run import RunData
 
 __all__ = ["render_card"]
 

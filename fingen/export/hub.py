@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from fingen.errors import PublishError
 from fingen.export.card import render_card
-from fingen.report.collect import LEVELS, RunData, load_run
+from fingen.run import LEVELS, RunData, load_run
 
 __all__ = [
     "REPO_ID_RE",

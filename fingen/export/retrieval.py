@@ -34,12 +34,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fingen.records import Passage, Qrel, Query
+from fingen.records import HardNegatives, Passage, Qrel, Query
 
 if TYPE_CHECKING:
     import datasets
-
-    from fingen.retrieval.negatives import HardNegatives
 
 __all__ = [
     "BASE_FILES",

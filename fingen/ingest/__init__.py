@@ -6,6 +6,7 @@ from fingen.ingest.chunking import (
     DEFAULT_MAX_CHARS,
     chunk_document,
     chunk_documents,
+    chunk_each,
     default_max_chars,
 )
 from fingen.ingest.decoding import decode_bytes, detect_lang
@@ -19,6 +20,7 @@ from fingen.ingest.options import (
     FieldMap,
     IngestOptions,
 )
+from fingen.ingest.select import HFSource, MetadataJoin, read_documents
 from fingen.ingest.sentences import split_sentences
 
 __all__ = [
@@ -28,9 +30,12 @@ __all__ = [
     "FINANCEBENCH_FIELDS",
     "READERS",
     "FieldMap",
+    "HFSource",
     "IngestOptions",
+    "MetadataJoin",
     "chunk_document",
     "chunk_documents",
+    "chunk_each",
     "decode_bytes",
     "default_max_chars",
     "detect_lang",
@@ -39,6 +44,7 @@ __all__ = [
     "iter_files",
     "load_documents",
     "load_hf",
+    "read_documents",
     "reader_for",
     "split_front_matter",
     "split_sentences",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from fingen.ingest.sentences import hard_split, split_sentences
-from fingen.records import Document, Passage, Sentence, content_id
+from fingen.records import Document, Failure, Passage, Sentence, content_id
 
 __all__ = ["DEFAULT_MAX_CHARS", "chunk_document", "chunk_documents", "default_max_chars"]
 
@@ -140,3 +140,22 @@ def chunk_documents(
         yield from chunk_document(
             doc, max_chars=max_chars, overlap_sentences=overlap_sentences, min_chars=min_chars
         )
+
+
+def chunk_each(
+    docs: Iterable[Document],
+    *,
+    max_chars: int | None = None,
+    overlap_sentences: int = 0,
+    min_chars: int | None = None,
+) -> Iterator[list[Passage] | Failure]:
+    """Per document, in order: its passages, or a Failure (``chunk_error``, ``no_passages``)."""
+    for doc in docs:
+        try:
+            passages = chunk_document(
+                doc, max_chars=max_chars, overlap_sentences=overlap_sentences, min_chars=min_chars
+            )
+        except ValueError as exc:
+            yield Failure(stage="chunk", item_id=doc.doc_id, reason="chunk_error", detail=str(exc))
+            continue
+        yield passages or Failure(stage="chunk", item_id=doc.doc_id, reason="no_passages")

@@ -102,6 +102,7 @@ class LLMEngine:
         meter: UsageMeter | None = None,
         _loop: _LoopThread | None = None,
         _root: LLMEngine | None = None,
+        _stage: str = "",
     ) -> None:
         self.backend = backend
         self.config = config
@@ -110,6 +111,8 @@ class LLMEngine:
         self._root = _root or self
         self._loop = _loop or _LoopThread()
         self._stage_meters: dict[str, UsageMeter] = {} if _root is None else _root._stage_meters
+        self._prompts: dict[str, dict[str, str]] = {} if _root is None else _root._prompts
+        self.stage = _stage
         self._closed = False
         if hasattr(backend, "on_retry") and _root is None:
             backend.on_retry = self._count_retry  # type: ignore[attr-defined]
@@ -145,7 +148,16 @@ class LLMEngine:
             meter=meter,
             _loop=self._loop,
             _root=self._root,
+            _stage=name,
         )
+
+    def note_prompts(self, prompts: dict[str, str]) -> None:
+        """Record the templates (name -> sha256) a task of this view's stage renders."""
+        self._prompts.setdefault(self.stage, {}).update(prompts)
+
+    def stage_prompts(self) -> dict[str, dict[str, str]]:
+        """Templates used per stage (name -> sha256), from the tasks that ran."""
+        return {stage: dict(sorted(p.items())) for stage, p in self._prompts.items()}
 
     # -- budget -------------------------------------------------------------------------
     def _check_budget(self) -> None:

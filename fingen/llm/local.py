@@ -8,6 +8,7 @@ and on errors.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import hashlib
 import importlib.util
@@ -21,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from fingen.errors import BackendStartError, ConfigError, MissingExtraError
+from fingen.llm.base import ChatRequest, Completion
 from fingen.llm.client import OpenAICompatBackend
 from fingen.llm.config import LLMConfig
 
@@ -174,9 +176,12 @@ class LocalServer:
 
 
 class _LocalBackend(OpenAICompatBackend):
-    def __init__(self, server: LocalServer, model: str, config: LLMConfig) -> None:
+    """The client of the embedded server; the server starts on the first request, so a run
+    whose LLM stages have nothing to do (or are all resumed) never starts it."""
+
+    def __init__(self, model_path: Path, model: str, config: LLMConfig, log_path: Path) -> None:
         super().__init__(
-            base_url=server.base_url,
+            base_url="http://127.0.0.1:0/v1",  # the real port is known once the server runs
             model=model,
             concurrency=config.concurrency,
             max_retries=config.max_retries,
@@ -185,25 +190,41 @@ class _LocalBackend(OpenAICompatBackend):
             schema_style=config.schema_style or "json_object_schema",
             extra_body=config.extra_body,
         )
-        self.server = server
+        self.model_path, self.config, self.log_path = model_path, config, log_path
+        self.server: LocalServer | None = None
+        self._starting: asyncio.Lock | None = None
         # The port changes every start: identify the weights, not the endpoint.
-        self.identity = f"local:{server.model_path.name}:{server.model_path.stat().st_size}:{model}"
+        self.identity = f"local:{model_path.name}:{model_path.stat().st_size}:{model}"
+
+    def _start(self) -> LocalServer:
+        local = self.config.local
+        server = LocalServer(
+            self.model_path, n_ctx=local.n_ctx, n_threads=local.n_threads, log_path=self.log_path
+        )
+        try:
+            server.wait_ready(local.startup_timeout_s)
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        if self.server is None:
+            self._starting = self._starting or asyncio.Lock()
+            async with self._starting:
+                if self.server is None:
+                    self.server = await asyncio.to_thread(self._start)
+                    self.url = self.server.base_url + "/chat/completions"
+        return await super().complete(request)
 
     async def aclose(self) -> None:
         await super().aclose()
-        self.server.stop()
+        if self.server is not None:
+            self.server.stop()
 
 
 def create_local_backend(config: LLMConfig) -> OpenAICompatBackend:
-    """Start the embedded server for ``config.local.model`` and return a client for it."""
+    """A client for the embedded model ``config.local.model`` (its server starts on first use)."""
     model_path = resolve_local_model(config.local.model)
     log_path = _cache_dir() / "logs" / f"llama-server-{os.getpid()}.log"
-    server = LocalServer(
-        model_path, n_ctx=config.local.n_ctx, n_threads=config.local.n_threads, log_path=log_path
-    )
-    try:
-        server.wait_ready(config.local.startup_timeout_s)
-    except BaseException:
-        server.stop()
-        raise
-    return _LocalBackend(server, config.model or model_path.stem, config)
+    return _LocalBackend(model_path, config.model or model_path.stem, config, log_path)

@@ -11,15 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from fingen.errors import ParseFailure
+
 __all__ = ["ParseFailure", "extract_json", "parse_model", "reask_message", "schema_instruction"]
-
-
-class ParseFailure(Exception):
-    """The reply is not valid JSON (``reason='invalid_json'``) or misses the schema."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
 
 
 def extract_json(text: str) -> Any:

@@ -1,14 +1,17 @@
 """LLM tasks: build messages for one item, parse one reply; ``run_task`` runs them concurrently.
 
-A task is two pure methods and a response model (curator's prompt/parse/response_format)::
+A task subclasses :class:`LLMTask`: a response model, a prompt template loaded once at
+construction, and two pure methods (curator's prompt/parse/response_format)::
 
-    class MyTask:
-        name = "bottom_up"
-        response_model = MyReply            # or None for free text
+    class MyTask(LLMTask[Passage, Query]):
+        name = "my_task"
+        response_model = MyReply            # None for free text
         def item_id(self, item) -> str: ...
-        def build(self, item) -> list[dict]: ...       # chat messages
+        def build(self, item) -> list[dict]: ...     # chat messages (self.render(...))
         def parse(self, item, reply, completion) -> list[Record | Failure]: ...
 
+Optional hooks have defaults: ``request_params`` (per-item sampling overrides),
+``refuse`` (an item failed without a request, e.g. too short), ``accept_truncated``.
 ``parse`` may raise ``RowRejected`` to reject the whole item, or return ``Failure`` records
 among its outputs to reject single rows; both are counted, never silently dropped.
 """
@@ -19,13 +22,14 @@ import asyncio
 import queue
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from fingen.errors import BudgetExceeded, StructuredOutputError, TransportError
+from fingen.errors import BudgetExceeded, RowRejected, StructuredOutputError, TransportError
 from fingen.llm.base import ChatRequest, Completion
 from fingen.llm.engine import LLMEngine
+from fingen.prompts import PromptTemplate, load_prompt
 from fingen.records import Failure
 
 __all__ = ["LLMTask", "RowRejected", "TaskResult", "run_task"]
@@ -34,28 +38,65 @@ ItemT = TypeVar("ItemT")
 OutT = TypeVar("OutT")
 
 
-class RowRejected(Exception):
-    """Raised by ``parse`` when an item's reply cannot give any usable record."""
+class LLMTask(Generic[ItemT, OutT]):
+    """Base of every LLM task: everything a task may have, with defaults.
 
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
+    Args:
+        lang: prompt language (``<template>.<lang>.jinja``).
+        template: the prompt template's name (default: the class's ``template``).
+    """
 
+    name: ClassVar[str] = "task"
+    template: ClassVar[str] = ""
+    response_model: ClassVar[type[BaseModel] | None] = None
+    accept_truncated: ClassVar[bool] = False  # keep replies that hit max_tokens
 
-class LLMTask(Protocol[ItemT, OutT]):
-    name: str
-    response_model: type[BaseModel] | None
+    def __init__(self, *, lang: str = "en", template: str | None = None) -> None:
+        self.lang = lang
+        name = self.template if template is None else template
+        self.prompt: PromptTemplate | None = load_prompt(name, lang) if name else None
 
-    def item_id(self, item: ItemT) -> str: ...
+    @property
+    def prompts(self) -> dict[str, str]:
+        """sha256 of every template this task renders, by file name (for the manifest)."""
+        return {self.prompt.name: self.prompt.sha256} if self.prompt else {}
 
-    def build(self, item: ItemT) -> list[dict[str, str]]: ...
+    @property
+    def prompt_hash(self) -> str:
+        """The template's short sha256 (part of ``Query.origin``), "" without a template."""
+        return self.prompt.short_hash if self.prompt else ""
 
-    def parse(self, item: ItemT, reply: Any, completion: Completion) -> list[OutT | Failure]: ...
+    def render(self, **variables: Any) -> list[dict[str, str]]:
+        """The task's template rendered to chat messages (in the Jinja sandbox)."""
+        if self.prompt is None:
+            raise TypeError(f"{type(self).__name__} has no prompt template")
+        return self.prompt.render(**variables)
+
+    def item_id(self, item: ItemT) -> str:
+        raise NotImplementedError
+
+    def build(self, item: ItemT) -> list[dict[str, str]]:
+        raise NotImplementedError
+
+    def parse(self, item: ItemT, reply: Any, completion: Completion) -> list[OutT | Failure]:
+        raise NotImplementedError
+
+    def request_params(self, item: ItemT) -> dict[str, Any]:
+        """Per-item overrides of the request (temperature, max_tokens, seed, sample_idx)."""
+        return {}
+
+    def refuse(self, item: ItemT) -> tuple[str, str] | None:
+        """``(reason, detail)`` when the item fails without a request, else None."""
+        return None
 
 
 @dataclass
 class TaskResult(Generic[ItemT, OutT]):
-    """What one item gave: records, and failures (the whole item's, or rejected rows)."""
+    """What one item gave: records, and failures (the whole item's, or rejected rows).
+
+    ``skipped`` names why an item was not eligible at all (not an input, not a failure);
+    ``counts`` tallies work done for the item (e.g. candidates judged), summed per stage.
+    """
 
     item: ItemT
     item_id: str
@@ -64,19 +105,20 @@ class TaskResult(Generic[ItemT, OutT]):
     ok: bool = True  # the model answered and the reply parsed
     cached: bool = False
     completion: Completion | None = None
+    skipped: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
 
 
-def _request(task: Any, item: Any, llm: LLMEngine) -> ChatRequest:
+def _request(task: LLMTask, item: Any, llm: LLMEngine) -> ChatRequest:
     params: dict[str, Any] = {
         "temperature": llm.config.temperature,
         "max_tokens": llm.config.max_tokens,
     }
-    if hasattr(task, "request_params"):
-        params.update(task.request_params(item))
+    params.update(task.request_params(item))
     return ChatRequest(messages=task.build(item), **params)
 
 
-async def _run_one(task: Any, item: Any, llm: LLMEngine) -> TaskResult:
+async def _run_one(task: LLMTask, item: Any, llm: LLMEngine) -> TaskResult:
     item_id = task.item_id(item)
     result: TaskResult = TaskResult(item=item, item_id=item_id)
 
@@ -87,6 +129,8 @@ async def _run_one(task: Any, item: Any, llm: LLMEngine) -> TaskResult:
         )
         return result
 
+    if (refused := task.refuse(item)) is not None:
+        return fail(*refused)
     try:
         request = _request(task, item, llm)
         if task.response_model is not None:
@@ -96,9 +140,7 @@ async def _run_one(task: Any, item: Any, llm: LLMEngine) -> TaskResult:
         else:
             completion = await llm.chat(request)
             reply = completion.text
-            if completion.finish_reason == "length" and not getattr(
-                task, "accept_truncated", False
-            ):
+            if completion.finish_reason == "length" and not task.accept_truncated:
                 return fail("truncated", f"hit max_tokens={request.max_tokens}", completion.text)
         result.completion, result.cached = completion, completion.cached
         for out in task.parse(item, reply, completion):
@@ -122,7 +164,7 @@ class _Raised:
 
 
 async def _drive(
-    task: Any, items: Iterable[Any], llm: LLMEngine, window: int, out: queue.SimpleQueue
+    task: LLMTask, items: Iterable[Any], llm: LLMEngine, window: int, out: queue.SimpleQueue
 ) -> None:
     """Inside the engine's loop: keep ``window`` items in flight, emit results in input order."""
     slots = asyncio.Semaphore(window)  # released when a result leaves, bounding memory too
@@ -188,6 +230,7 @@ def run_task(
     finished before the budget ran out.
     """
     window = window or max(4, llm.concurrency * 2)
+    llm.note_prompts(task.prompts)
     out: queue.SimpleQueue = queue.SimpleQueue()
     future = llm.submit(_drive(task, items, llm, window, out))
     try:

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fingen.errors import RowRejected
 from fingen.llm.base import Completion
 from fingen.llm.config import LLMConfig
 from fingen.llm.engine import LLMEngine
-from fingen.llm.tasks import RowRejected, TaskResult, run_task
-from fingen.prompts import render
+from fingen.llm.tasks import LLMTask, TaskResult, run_task
 from fingen.reasoning.extract import (
     CHOICES,
     SENTIMENT,
@@ -141,7 +141,7 @@ def record_label(record: SFTRecord, labelset: LabelSet) -> str | None:
     return extract_label(record.messages[-1]["content"], labelset)
 
 
-class AnnotateTask:
+class AnnotateTask(LLMTask[TextItem, SFTRecord]):
     """LLM task: CoT over one text, then one label; unparseable outputs are rejected.
 
     Args:
@@ -152,7 +152,7 @@ class AnnotateTask:
     """
 
     name = "annotate"
-    response_model = None
+    template = "annotate"
 
     def __init__(
         self,
@@ -161,9 +161,10 @@ class AnnotateTask:
         *,
         task: str | None = None,
         temperature: float | None = None,
-        template: str = "annotate",
+        template: str | None = None,
     ) -> None:
-        self.labelset, self.lang, self.template = labelset, lang, template
+        super().__init__(lang=lang, template=template)
+        self.labelset = labelset
         self.task = task or DEFAULT_TASK.get(lang, DEFAULT_TASK["en"])
         self.temperature = temperature
 
@@ -172,9 +173,7 @@ class AnnotateTask:
 
     def build(self, item: TextItem) -> list[dict[str, str]]:
         labels = list(self.labelset.labels)
-        return render(
-            self.template, self.lang, instruction=self.task, text=item.text, labels=labels
-        )
+        return self.render(instruction=self.task, text=item.text, labels=labels)
 
     def request_params(self, item: TextItem) -> dict[str, Any]:
         return {} if self.temperature is None else {"temperature": self.temperature}

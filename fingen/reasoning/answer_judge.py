@@ -5,26 +5,24 @@ answer (the item's ``answer_type`` and TAT-QA ``scale``; a FinQA-style ``program
 as a second gold reading). It sets ``correct`` when the rules decide and leaves it None when
 they cannot (free text); :class:`AnswerJudgeTask` asks the LLM for those::
 
-    checked = [rule_check(items[s.qa_id], s) for s in samples]
-    undecided = [SamplePair(items[s.qa_id], s) for s, v in checked if v.correct is None]
-    for result in judge_answers(undecided, engine): ...
+    for result in verify_samples(items, samples, engine):   # rules, then the judge
+        result.records   # [the sample with `correct` set]; result.failures
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
 from fingen.llm.base import Completion
 from fingen.llm.engine import LLMEngine
-from fingen.llm.tasks import TaskResult, run_task
-from fingen.prompts import render
+from fingen.llm.tasks import LLMTask, TaskResult, run_task
 from fingen.reasoning.numbers import format_number
 from fingen.reasoning.programs import ProgramError, execute_program
 from fingen.reasoning.verify import Verdict, check_answer
-from fingen.records import CoTSample, QAItem
+from fingen.records import CoTSample, Failure, QAItem
 
 __all__ = [
     "AnswerJudgeTask",
@@ -33,6 +31,8 @@ __all__ = [
     "judge_answers",
     "program_gold",
     "rule_check",
+    "sample_pairs",
+    "verify_samples",
 ]
 
 
@@ -85,23 +85,22 @@ class AnswerJudgement(BaseModel):
     correct: Literal[0, 1]
 
 
-class AnswerJudgeTask:
+class AnswerJudgeTask(LLMTask[SamplePair, CoTSample]):
     """LLM task: does a sample's final answer agree with the gold answer? (0/1)."""
 
     name = "answer_judge"
+    template = "answer_judge"
     response_model = AnswerJudgement
 
-    def __init__(self, lang: str = "en", *, template: str = "answer_judge") -> None:
-        self.lang, self.template = lang, template
+    def __init__(self, lang: str = "en", *, template: str | None = None) -> None:
+        super().__init__(lang=lang, template=template)
 
     def item_id(self, pair: SamplePair) -> str:
         return pair.sample.sample_id
 
     def build(self, pair: SamplePair) -> list[dict[str, str]]:
         candidate = pair.sample.answer or ""
-        return render(
-            self.template,
-            self.lang,
+        return self.render(
             question=pair.item.question,
             gold=pair.item.gold_answer,
             candidate=candidate,
@@ -120,3 +119,57 @@ def judge_answers(
 ) -> Iterator[TaskResult[SamplePair, CoTSample]]:
     """Run the answer judge over the pairs the rules left undecided."""
     return run_task(AnswerJudgeTask(lang), pairs, llm)
+
+
+def sample_pairs(
+    items: Mapping[str, QAItem], samples: Iterable[CoTSample], *, stage: str
+) -> Iterator[SamplePair | Failure]:
+    """Each sample with its question; a sample of an unknown question is a ``Failure``."""
+    for sample in samples:
+        item = items.get(sample.qa_id)
+        if item is not None:
+            yield SamplePair(item, sample)
+        else:
+            detail = f"qa_id {sample.qa_id} is not among the items"
+            yield Failure(stage=stage, item_id=sample.sample_id, reason="unknown_item",
+                          detail=detail)  # fmt: skip
+
+
+def _failed(failure: Failure) -> TaskResult[SamplePair, CoTSample]:
+    return TaskResult(None, failure.item_id, failures=[failure], ok=False)  # type: ignore[arg-type]
+
+
+def kept_unjudged(result: TaskResult[SamplePair, CoTSample]) -> TaskResult[SamplePair, CoTSample]:
+    """A failed judgement keeps the sample as it was; the failure is a rejected row."""
+    if not result.ok:
+        result.ok, result.records = True, [result.item.sample]
+    return result
+
+
+def verify_samples(
+    items: Iterable[QAItem],
+    samples: Iterable[CoTSample],
+    llm: LLMEngine | None,
+    *,
+    judge: bool = True,
+    lang: str = "en",
+) -> Iterator[TaskResult[SamplePair, CoTSample]]:
+    """Round 1: one result per sample, the sample with ``correct`` set. Rules decide first;
+    with ``judge`` the LLM answer judge decides what they leave open (a failed judgement
+    keeps the sample undecided and reports the failure)."""
+    by_id = {it.qa_id: it for it in items}
+    undecided: list[SamplePair] = []
+    for pair in sample_pairs(by_id, samples, stage="verify"):
+        if isinstance(pair, Failure):
+            yield _failed(pair)
+            continue
+        checked, verdict = rule_check(pair.item, pair.sample)
+        if verdict.correct is None and judge:
+            undecided.append(SamplePair(pair.item, checked))
+        else:
+            yield TaskResult(pair, checked.sample_id, records=[checked])
+    if undecided:
+        if llm is None:
+            raise ValueError("undecided samples need an LLM engine for the answer judge")
+        for result in judge_answers(undecided, llm, lang=lang):
+            yield kept_unjudged(result)

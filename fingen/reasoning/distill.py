@@ -18,8 +18,7 @@ from typing import Any, NamedTuple
 
 from fingen.llm.base import Completion
 from fingen.llm.engine import LLMEngine
-from fingen.llm.tasks import TaskResult, run_task
-from fingen.prompts import render
+from fingen.llm.tasks import LLMTask, TaskResult, run_task
 from fingen.reasoning.extract import extract_answer, split_reasoning
 from fingen.records import CoTSample, QAItem, content_id
 
@@ -81,7 +80,7 @@ def to_cot_sample(qa_id: str, idx: int, completion: Completion) -> CoTSample:
     )
 
 
-class DistillTask:
+class DistillTask(LLMTask[SampleRequest, CoTSample]):
     """LLM task: one free-text teacher sample for a ``SampleRequest``.
 
     Args:
@@ -94,7 +93,7 @@ class DistillTask:
     """
 
     name = "distill"
-    response_model = None
+    template = "distill"
     accept_truncated = True  # overlong samples are kept (DPO "overlong" rejected)
 
     def __init__(
@@ -105,18 +104,17 @@ class DistillTask:
         max_tokens: int | None = None,
         seed: int | None = None,
         top_p: float | None = None,
-        template: str = "distill",
+        template: str | None = None,
     ) -> None:
-        self.lang, self.temperature, self.max_tokens = lang, temperature, max_tokens
-        self.seed, self.top_p, self.template = seed, top_p, template
+        super().__init__(lang=lang, template=template)
+        self.temperature, self.max_tokens = temperature, max_tokens
+        self.seed, self.top_p = seed, top_p
 
     def item_id(self, req: SampleRequest) -> str:
         return f"{req.item.qa_id}#{req.idx}"
 
     def build(self, req: SampleRequest) -> list[dict[str, str]]:
-        return render(
-            self.template, self.lang, question=req.item.question, context=req.item.context
-        )
+        return self.render(question=req.item.question, context=req.item.context)
 
     def request_params(self, req: SampleRequest) -> dict[str, Any]:
         params: dict[str, Any] = {"temperature": self.temperature, "sample_idx": req.idx}

@@ -16,10 +16,9 @@ from pydantic import BaseModel, Field
 
 from fingen.llm.base import Completion
 from fingen.llm.engine import LLMEngine
-from fingen.llm.tasks import TaskResult, run_task
-from fingen.prompts import render
-from fingen.reasoning.answer_judge import SamplePair
-from fingen.records import CoTSample
+from fingen.llm.tasks import LLMTask, TaskResult, run_task
+from fingen.reasoning.answer_judge import SamplePair, kept_unjudged, sample_pairs
+from fingen.records import CoTSample, Failure, QAItem
 
 __all__ = [
     "CRITERIA",
@@ -28,6 +27,7 @@ __all__ = [
     "ReasoningJudgeTask",
     "ReasoningJudgement",
     "judge_reasoning",
+    "judge_samples",
 ]
 
 CRITERIA = (
@@ -70,7 +70,7 @@ def _clip(text: str, limit: int) -> str:
     return f"{text[:half]}\n[... {len(text) - 2 * half} characters omitted ...]\n{text[-half:]}"
 
 
-class ReasoningJudgeTask:
+class ReasoningJudgeTask(LLMTask[SamplePair, CoTSample]):
     """LLM task: score one sample's reasoning on the seven criteria.
 
     Args:
@@ -81,6 +81,7 @@ class ReasoningJudgeTask:
     """
 
     name = "judge_reasoning"
+    template = "reasoning_judge"
     response_model = ReasoningJudgement
 
     def __init__(
@@ -90,11 +91,11 @@ class ReasoningJudgeTask:
         domain: str | None = None,
         min_passed: int = len(CRITERIA),
         max_reasoning_chars: int = 16000,
-        template: str = "reasoning_judge",
+        template: str | None = None,
     ) -> None:
         if not 1 <= min_passed <= len(CRITERIA):
             raise ValueError(f"min_passed must be in 1..{len(CRITERIA)}, got {min_passed}")
-        self.lang, self.template = lang, template
+        super().__init__(lang=lang, template=template)
         self.domain = domain or DEFAULT_DOMAIN.get(lang, "finance")
         self.min_passed, self.max_reasoning_chars = min_passed, max_reasoning_chars
 
@@ -102,9 +103,7 @@ class ReasoningJudgeTask:
         return pair.sample.sample_id
 
     def build(self, pair: SamplePair) -> list[dict[str, str]]:
-        return render(
-            self.template,
-            self.lang,
+        return self.render(
             domain=self.domain,
             question=pair.item.question,
             gold=pair.item.gold_answer,
@@ -127,3 +126,28 @@ def judge_reasoning(
 ) -> Iterator[TaskResult[SamplePair, CoTSample]]:
     """Score the reasoning of each pair; ``task_options`` go to :class:`ReasoningJudgeTask`."""
     return run_task(ReasoningJudgeTask(**task_options), pairs, llm)
+
+
+def judge_samples(
+    items: Iterable[QAItem],
+    samples: Iterable[CoTSample],
+    llm: LLMEngine,
+    *,
+    only_correct: bool = True,
+    **task_options: Any,
+) -> Iterator[TaskResult[SamplePair, CoTSample]]:
+    """Round 2 over a run's samples: one result per sample. Truncated samples, and wrong ones
+    with ``only_correct``, pass through unjudged; a failed judgement keeps the sample as it
+    was and reports the failure. ``task_options`` go to :class:`ReasoningJudgeTask`."""
+    by_id = {it.qa_id: it for it in items}
+    pending: list[SamplePair] = []
+    for pair in sample_pairs(by_id, samples, stage="judge_reasoning"):
+        if isinstance(pair, Failure):
+            yield TaskResult(None, pair.item_id, failures=[pair], ok=False)  # type: ignore[arg-type]
+        elif pair.sample.finish_reason == "length" or (only_correct and not pair.sample.correct):
+            yield TaskResult(pair, pair.sample.sample_id, records=[pair.sample])
+        else:
+            pending.append(pair)
+    if pending:
+        for result in judge_reasoning(pending, llm, **task_options):
+            yield kept_unjudged(result)

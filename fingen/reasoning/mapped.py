@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -21,7 +21,15 @@ from fingen.reasoning.sources import existing_path, format_gold, iter_json_recor
 from fingen.reasoning.verify import infer_answer_type, normalize_answer_type
 from fingen.records import Failure, QAItem, content_id
 
-__all__ = ["FieldMapping", "load_csv", "load_hf_dataset", "load_jsonl", "rows_to_items"]
+__all__ = [
+    "FieldMapping",
+    "QASource",
+    "load_csv",
+    "load_hf_dataset",
+    "load_jsonl",
+    "load_qa",
+    "rows_to_items",
+]
 
 
 class FieldMapping(BaseModel):
@@ -164,3 +172,43 @@ def load_hf_dataset(
                 yield (f"{split_name}/{i}" if split_name and len(parts) > 1 else i), row
 
     return rows_to_items(rows(), mapping or FieldMapping(), name)
+
+
+QASource = Literal["finqa", "tatqa", "convfinqa", "jsonl", "csv", "hf"]
+
+
+def load_qa(
+    source: QASource,
+    path: str | Path,
+    *,
+    name: str | None = None,
+    split: str | None = None,
+    fields: FieldMapping | None = None,
+    skip: int = 0,
+    limit: int | None = None,
+) -> Iterator[QAItem | Failure]:
+    """QA items of any supported source, after ``skip`` items, at most ``limit`` of them;
+    unreadable rows and repeated ``qa_id`` s are Failures (``duplicate``)."""
+    from fingen.reasoning.sources import LOADERS
+
+    name, mapping = name or source, fields or FieldMapping()
+    if source in LOADERS:
+        rows = LOADERS[source](str(path), source=name)
+    elif source == "hf":
+        rows = load_hf_dataset(path, mapping, split=split, source=name)
+    else:
+        rows = (load_jsonl if source == "jsonl" else load_csv)(path, mapping, source=name)
+    seen: set[str] = set()
+    skipped = 0
+    for row in rows:
+        if limit is not None and len(seen) >= limit:
+            return
+        if isinstance(row, Failure):
+            yield row
+        elif skipped < skip:
+            skipped += 1
+        elif row.qa_id in seen:
+            yield Failure(stage="qa_source", item_id=row.qa_id, reason="duplicate")
+        else:
+            seen.add(row.qa_id)
+            yield row

@@ -22,8 +22,7 @@ from pydantic import BaseModel, Field
 
 from fingen.llm.base import Completion
 from fingen.llm.engine import LLMEngine
-from fingen.llm.tasks import TaskResult, run_task
-from fingen.prompts import render
+from fingen.llm.tasks import LLMTask, TaskResult, run_task
 from fingen.reasoning.numbers import format_number, parse_amounts
 from fingen.reasoning.programs import ProgramError, execute_program, parse_program
 from fingen.reasoning.tables import parse_cell_number, render_table
@@ -152,10 +151,11 @@ def check_program(
     return None, verdict.method, executed
 
 
-class SynthesizeTask:
+class SynthesizeTask(LLMTask[SynthSource, QAItem]):
     """LLM task: ``n`` questions per :class:`SynthSource`, kept when their program checks out."""
 
     name = "synthesize"
+    template = "synthesize"
     response_model = SynthReply
 
     def __init__(
@@ -164,24 +164,23 @@ class SynthesizeTask:
         *,
         n: int = 2,
         require_grounded: bool = True,
-        template: str = "synthesize",
+        min_chars: int = 0,
+        template: str | None = None,
     ) -> None:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        self.lang, self.n, self.require_grounded, self.template = (
-            lang,
-            n,
-            require_grounded,
-            template,
-        )
+        super().__init__(lang=lang, template=template)
+        self.n, self.require_grounded, self.min_chars = n, require_grounded, min_chars
 
     def item_id(self, src: SynthSource) -> str:
         return src.source_id
 
+    def refuse(self, src: SynthSource) -> tuple[str, str] | None:
+        size = len(src.text.strip())
+        return ("too_short", f"{size} < {self.min_chars} chars") if size < self.min_chars else None
+
     def build(self, src: SynthSource) -> list[dict[str, str]]:
-        return render(
-            self.template,
-            self.lang,
+        return self.render(
             title=src.title,
             text=src.context,
             n=self.n,

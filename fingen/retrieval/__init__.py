@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from fingen.retrieval.bottom_up import BottomUpReply, BottomUpTask, RowChecker, numbered_sentences
+from fingen.retrieval.bottom_up import (
+    BottomUpReply,
+    BottomUpTask,
+    bottom_up_queries,
+    numbered_sentences,
+)
 from fingen.retrieval.checks import (
+    RowChecker,
     cjk_ratio,
     dedup_key,
     find_span,
@@ -12,6 +18,15 @@ from fingen.retrieval.checks import (
     ngram_overlap,
     span_in_text,
 )
+from fingen.retrieval.clusters import Clustering, TopicOptions, cluster_documents
+from fingen.retrieval.grounding import (
+    GroundJudgeTask,
+    GroundPair,
+    attach_grounding,
+    rank_candidates,
+)
+from fingen.retrieval.judges import LLMJudge, judge_relevance
+from fingen.retrieval.mining import MineOptions, mine_positives
 from fingen.retrieval.taxonomies import (
     GICS_SECTORS,
     SHENWAN_L1,
@@ -19,17 +34,9 @@ from fingen.retrieval.taxonomies import (
     classify_by_embedding,
     default_taxonomy,
 )
-from fingen.retrieval.titles import TitleTask
-from fingen.retrieval.top_down import (
-    GroundJudgeTask,
-    GroundPair,
-    TopDownTask,
-    TopicItem,
-    attach_grounding,
-    rank_candidates,
-)
+from fingen.retrieval.titles import TitleTask, title_documents
+from fingen.retrieval.top_down import TopDownOptions, TopDownTask, TopicItem, top_down_queries
 from fingen.retrieval.topics import (
-    TopicCluster,
     build_clusters,
     cluster_quality,
     fit_topics,
@@ -41,28 +48,38 @@ __all__ = [
     "SHENWAN_L1",
     "BottomUpReply",
     "BottomUpTask",
+    "Clustering",
     "GroundJudgeTask",
     "GroundPair",
     "IndustryTask",
+    "LLMJudge",
+    "MineOptions",
     "RowChecker",
     "TitleTask",
+    "TopDownOptions",
     "TopDownTask",
-    "TopicCluster",
     "TopicItem",
+    "TopicOptions",
     "attach_grounding",
+    "bottom_up_queries",
     "build_clusters",
     "cjk_ratio",
     "classify_by_embedding",
+    "cluster_documents",
     "cluster_quality",
     "dedup_key",
     "default_taxonomy",
     "find_span",
     "fit_topics",
     "is_question",
+    "judge_relevance",
     "language_matches",
+    "mine_positives",
     "ngram_overlap",
     "numbered_sentences",
     "rank_candidates",
     "span_in_text",
     "time_bucket",
+    "title_documents",
+    "top_down_queries",
 ]

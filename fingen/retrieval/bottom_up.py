@@ -13,28 +13,23 @@ come only from judges, so exporters can tell labels by construction from judged 
 
 Example::
 
-    task = BottomUpTask(lang="en", model=llm.model, sentence_queries=2, passage_queries=1)
-    for result in run_task(task, passages, llm):
+    for result in bottom_up_queries(passages, llm, sentence_queries=2, passage_queries=1):
         ...  # result.records: Query and Qrel; result.failures: rejected rows
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from fingen.errors import RowRejected
 from fingen.llm.base import Completion
-from fingen.llm.tasks import RowRejected
-from fingen.prompts import load_prompt
+from fingen.llm.engine import LLMEngine
+from fingen.llm.tasks import LLMTask, TaskResult, run_task
 from fingen.records import Failure, Passage, Qrel, Query, QueryLevel, content_id
-from fingen.retrieval.checks import (
-    dedup_key,
-    find_span,
-    is_question,
-    language_matches,
-    ngram_overlap,
-)
+from fingen.retrieval.checks import RowChecker, find_span
 
 __all__ = [
     "DIRECT_SCORE",
@@ -42,8 +37,8 @@ __all__ = [
     "BottomUpReply",
     "BottomUpTask",
     "PassageQuery",
-    "RowChecker",
     "SentenceQuery",
+    "bottom_up_queries",
     "numbered_sentences",
 ]
 
@@ -86,32 +81,7 @@ def numbered_sentences(passage: Passage) -> list[dict[str, Any]]:
     ]
 
 
-class RowChecker:
-    """Checks one generated query at a time against a source text; remembers what it saw.
-
-    ``check`` returns None when the row passes, else the rejection reason and a detail.
-    """
-
-    def __init__(self, source_text: str, lang: str, *, max_overlap: float = 0.8) -> None:
-        self.text, self.lang, self.max_overlap = source_text, lang, max_overlap
-        self.seen: set[str] = set()
-
-    def check(self, question: str) -> tuple[str, str] | None:
-        if not is_question(question, self.lang):
-            return "not_a_question", question
-        if not language_matches(question, self.lang):
-            return "wrong_language", f"expected {self.lang}: {question}"
-        overlap = ngram_overlap(question, self.text)
-        if overlap > self.max_overlap:
-            return "copies_passage", f"n-gram overlap {overlap:.2f} > {self.max_overlap}"
-        key = dedup_key(question)
-        if key in self.seen:
-            return "duplicate", question
-        self.seen.add(key)
-        return None
-
-
-class BottomUpTask:
+class BottomUpTask(LLMTask[Passage, Query | Qrel]):
     """LLM task: Passage -> sentence- and passage-level Query records + direct Qrels.
 
     Args:
@@ -124,6 +94,7 @@ class BottomUpTask:
     """
 
     name = "bottom_up"
+    template = "bottom_up"
     response_model = BottomUpReply
 
     def __init__(
@@ -134,20 +105,26 @@ class BottomUpTask:
         sentence_queries: int = 2,
         passage_queries: int = 1,
         max_overlap: float = 0.8,
-        template: str = "bottom_up",
+        min_chars: int = 0,
+        template: str | None = None,
     ) -> None:
         if sentence_queries < 0 or passage_queries < 0 or sentence_queries + passage_queries == 0:
             raise ValueError("ask for at least one query (sentence_queries + passage_queries)")
-        self.lang, self.model, self.template = lang, model, template
+        super().__init__(lang=lang, template=template)
+        self.model = model
         self.sentence_queries, self.passage_queries = sentence_queries, passage_queries
-        self.max_overlap = max_overlap
-        self.origin = f"{load_prompt(template, lang).short_hash}@{model}"
+        self.max_overlap, self.min_chars = max_overlap, min_chars
+        self.origin = f"{self.prompt_hash}@{model}"
 
     def item_id(self, item: Passage) -> str:
         return item.passage_id
 
+    def refuse(self, item: Passage) -> tuple[str, str] | None:
+        size = len(item.text.strip())
+        return ("too_short", f"{size} < {self.min_chars} chars") if size < self.min_chars else None
+
     def build(self, item: Passage) -> list[dict[str, str]]:
-        return load_prompt(self.template, self.lang).render(
+        return self.render(
             title=item.title,
             sentences=numbered_sentences(item),
             n_sentence=self.sentence_queries,
@@ -228,3 +205,15 @@ class BottomUpTask:
             query_id=query.query_id, passage_id=item.passage_id, score=DIRECT_SCORE, kind="direct"
         )
         return [query, qrel]
+
+
+def bottom_up_queries(
+    passages: Iterable[Passage], llm: LLMEngine, **options: Any
+) -> Iterator[TaskResult[Passage, Query | Qrel]]:
+    """Sentence- and passage-level queries with direct qrels for every passage, in order.
+
+    ``options`` go to :class:`BottomUpTask` (lang, sentence_queries, passage_queries,
+    max_overlap, min_chars, template); the query origin names ``llm.model``. Passages shorter
+    than ``min_chars`` fail as ``too_short`` without a request.
+    """
+    return run_task(BottomUpTask(model=llm.model, **options), passages, llm)

@@ -10,6 +10,7 @@
   since PDF text and models disagree on spaces between Chinese characters and numbers).
 - ``dedup_key``: NFKC, case-folded text without whitespace and punctuation; two queries with
   the same key are near-duplicates.
+- ``RowChecker``: all of the above for one generated query against its source text.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 import unicodedata
 
 __all__ = [
+    "RowChecker",
     "cjk_ratio",
     "dedup_key",
     "find_span",
@@ -139,3 +141,28 @@ _PUNCT_OR_SPACE = re.compile(r"[\W_]+")
 def dedup_key(text: str) -> str:
     """Near-duplicate key: NFKC, case-folded, without whitespace and punctuation."""
     return _PUNCT_OR_SPACE.sub("", unicodedata.normalize("NFKC", text).casefold())
+
+
+class RowChecker:
+    """Checks one generated query at a time against a source text; remembers what it saw.
+
+    ``check`` returns None when the row passes, else the rejection reason and a detail.
+    """
+
+    def __init__(self, source_text: str, lang: str, *, max_overlap: float = 0.8) -> None:
+        self.text, self.lang, self.max_overlap = source_text, lang, max_overlap
+        self.seen: set[str] = set()
+
+    def check(self, question: str) -> tuple[str, str] | None:
+        if not is_question(question, self.lang):
+            return "not_a_question", question
+        if not language_matches(question, self.lang):
+            return "wrong_language", f"expected {self.lang}: {question}"
+        overlap = ngram_overlap(question, self.text)
+        if overlap > self.max_overlap:
+            return "copies_passage", f"n-gram overlap {overlap:.2f} > {self.max_overlap}"
+        key = dedup_key(question)
+        if key in self.seen:
+            return "duplicate", question
+        self.seen.add(key)
+        return None

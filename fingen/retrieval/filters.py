@@ -144,7 +144,7 @@ def filter_queries(
 
     result = FilterResult(kept=[])
     qvecs = None
-    if embedder is not None and (round_trip_k or (dedup and dedup_threshold <= 1)):
+    if embedder is not None and queries and (round_trip_k or (dedup and dedup_threshold <= 1)):
         qvecs = embedder.encode([q.text for q in queries], kind="query")
     dropped = {}
     if dedup:

@@ -4,9 +4,9 @@ Both implement ``Judge``: ``judge(candidates) -> Iterator[Verdict]``, one verdic
 in input order. Grades: 2 = relevant (answers the query), 1 = partially relevant, 0 = not
 relevant. A verdict whose model call failed carries a ``Failure`` and no score.
 
->>> judge = LLMJudge(engine, lang="en")                       # doctest: +SKIP
->>> [v.score for v in judge.judge([Candidate(query, passage)])]  # doctest: +SKIP
+>>> [v.score for v in judge_relevance([Candidate(query, passage)], engine)]  # doctest: +SKIP
 [2]
+>>> judge = LLMJudge(engine, lang="en")     # the same, as a ``Judge`` for mining and audits
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from pydantic import BaseModel, Field
 
 from fingen.errors import ConfigError, InputError, MissingExtraError
 from fingen.llm.base import Completion
-from fingen.llm.tasks import run_task
-from fingen.prompts import load_prompt
+from fingen.llm.tasks import LLMTask, run_task
 from fingen.records import Failure, Passage, Query, content_id
 
 if TYPE_CHECKING:
@@ -36,6 +35,7 @@ __all__ = [
     "RelevanceReply",
     "Verdict",
     "build_judge",
+    "judge_relevance",
 ]
 
 JudgeKind = Literal["llm", "cross_encoder"]
@@ -86,22 +86,30 @@ class RelevanceReply(BaseModel):
     score: int = Field(ge=0, le=2, description="2 relevant, 1 partially relevant, 0 not relevant")
 
 
-class RelevanceJudgeTask:
+class RelevanceJudgeTask(LLMTask[Candidate, Verdict]):
     """LLM task: one candidate -> one ``Verdict`` (prompt ``relevance_judge.<lang>.jinja``)."""
 
     name = "relevance_judge"
+    template = "relevance_judge"
     response_model = RelevanceReply
 
-    def __init__(self, *, lang: str = "en", judge_name: str = "llm", max_chars: int = 6000):
-        self.lang = lang
-        self.judge_name = judge_name
+    def __init__(
+        self,
+        *,
+        lang: str = "en",
+        model: str = "",
+        max_chars: int = 6000,
+        template: str | None = None,
+    ):
+        super().__init__(lang=lang, template=template)
+        self.judge_name = f"llm:{model}#{self.prompt_hash}"
         self.max_chars = max_chars
 
     def item_id(self, item: Candidate) -> str:
         return item.pair_id
 
     def build(self, item: Candidate) -> list[dict[str, str]]:
-        return load_prompt("relevance_judge", self.lang).render(
+        return self.render(
             query=item.query.text,
             level=item.query.level,
             title=item.passage.title,
@@ -120,23 +128,36 @@ class RelevanceJudgeTask:
         ]
 
 
+def judge_relevance(
+    candidates: Iterable[Candidate],
+    llm: LLMEngine,
+    *,
+    lang: str = "en",
+    max_chars: int = 6000,
+    task: RelevanceJudgeTask | None = None,
+) -> Iterator[Verdict]:
+    """One graded 0–2 verdict per candidate, in order; requests run concurrently and are
+    cached. A failed call gives a verdict without score that carries its ``Failure``."""
+    task = task or RelevanceJudgeTask(lang=lang, model=llm.model, max_chars=max_chars)
+    for result in run_task(task, candidates, llm):
+        if result.ok and result.records:
+            yield result.records[0]
+            continue
+        failure = (result.failures or [_missing(result.item_id)])[0]
+        yield Verdict(result.item, None, task.judge_name, failure=failure, cached=result.cached)
+
+
 class LLMJudge:
-    """Graded 0–2 judge backed by an ``LLMEngine``; requests run concurrently and are cached."""
+    """``judge_relevance`` as a ``Judge`` (what mining and audits take)."""
 
     def __init__(self, llm: LLMEngine, *, lang: str = "en", max_chars: int = 6000) -> None:
         self.llm = llm
-        prompt = load_prompt("relevance_judge", lang)
-        self.name = f"llm:{llm.model}#{prompt.short_hash}"
-        self.task = RelevanceJudgeTask(lang=lang, judge_name=self.name, max_chars=max_chars)
+        self.task = RelevanceJudgeTask(lang=lang, model=llm.model, max_chars=max_chars)
+        self.name = self.task.judge_name
 
     def judge(self, candidates: Iterable[Candidate]) -> Iterator[Verdict]:
         """Yield one verdict per candidate, in order (failed calls carry their ``Failure``)."""
-        for result in run_task(self.task, candidates, self.llm):
-            if result.ok and result.records:
-                yield result.records[0]
-                continue
-            failure = (result.failures or [_missing(result.item_id)])[0]
-            yield Verdict(result.item, None, self.name, failure=failure, cached=result.cached)
+        return judge_relevance(candidates, self.llm, task=self.task)
 
 
 def _missing(item_id: str) -> Failure:

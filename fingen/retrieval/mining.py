@@ -9,9 +9,10 @@ direct labels are never re-judged. A judge grades each candidate 0–2:
 - ``score == 0``                      -> ``Qrel(kind="negative", score=0)``, a verified negative,
 - ``0 < score < threshold``           -> "partial": neither; kept so it is never a negative.
 
->>> cands = gather_candidates(queries, passages, labeled=labeled_pairs(qrels),
-...                           embedder=emb, global_top_k=10)          # doctest: +SKIP
->>> for outcome in judge_candidates(cands, LLMJudge(engine)): ...     # doctest: +SKIP
+>>> for outcome in mine_positives(queries, passages, qrels, judge=LLMJudge(engine),
+...                               embedder=emb):  ...                  # doctest: +SKIP
+
+(``mine_positives`` = ``gather_candidates`` then ``judge_candidates``.)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from fingen.records import Failure, Passage, Qrel, Query
+from fingen.records import Failure, Passage, Qrel, Query, QueryLevel
 from fingen.retrieval.judges import Candidate, Judge, Verdict
 
 if TYPE_CHECKING:
@@ -31,12 +32,14 @@ if TYPE_CHECKING:
     from fingen.embed.index import VectorIndex
 
 __all__ = [
+    "MineOptions",
     "MineOutcome",
     "Outcome",
     "encode_corpus",
     "gather_candidates",
     "judge_candidates",
     "labeled_pairs",
+    "mine_positives",
     "verdict_outcome",
 ]
 
@@ -223,3 +226,50 @@ def judge_candidates(
         raise ValueError(f"threshold must be 1 or 2, got {threshold!r}")
     for verdict in judge.judge(candidates):
         yield verdict_outcome(verdict, threshold=threshold)
+
+
+@dataclass(frozen=True)
+class MineOptions:
+    """Which queries are mined and where their candidates come from.
+
+    Args:
+        levels: query levels mined (others are left alone).
+        local: candidates from the other passages of the source documents.
+        global_top_k: candidates from the embedder's top-k over the corpus (0 = off).
+        max_candidates: judged per query, most similar first.
+        threshold: lowest grade that makes a positive.
+        limit: mine only the first N queries of those levels.
+    """
+
+    levels: tuple[QueryLevel, ...] = ("sentence", "passage")
+    local: bool = True
+    global_top_k: int = 10
+    max_candidates: int = 20
+    threshold: int = 1
+    limit: int | None = None
+
+
+def mine_positives(
+    queries: Iterable[Query],
+    passages: Sequence[Passage],
+    qrels: Iterable[Qrel],
+    *,
+    judge: Judge,
+    embedder: Embedder | None,
+    options: MineOptions | None = None,
+) -> Iterator[MineOutcome]:
+    """Indirect positives for the queries: gather each one's candidates (never a pair that
+    already has a label in ``qrels``) and judge them, lazily and in order.
+    """
+    opts = options or MineOptions()
+    todo = [q for q in queries if q.level in opts.levels][: opts.limit]
+    candidates = gather_candidates(
+        todo,
+        passages,
+        labeled=labeled_pairs(qrels),
+        local=opts.local,
+        global_top_k=opts.global_top_k,
+        max_candidates=opts.max_candidates,
+        embedder=embedder if todo and passages else None,
+    )
+    return judge_candidates(candidates, judge, threshold=opts.threshold)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fingen.records import Failure, Passage, Qrel, Query, Record
+from fingen.records import Failure, HardNegatives, Passage, Qrel, Query
 
 if TYPE_CHECKING:
     from fingen.embed.base import Embedder
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HardNegativeConfig",
-    "HardNegatives",
     "hard_negatives",
+    "hard_negatives_for_run",
     "hard_negatives_for_vectors",
     "select_negatives",
 ]
@@ -60,16 +60,6 @@ class HardNegativeConfig(BaseModel):
         if self.range_min >= self.range_max:
             raise ValueError(f"range_min ({self.range_min}) must be < range_max ({self.range_max})")
         return self
-
-
-class HardNegatives(Record):
-    """One query's training group: its positives and hard negatives (with where each came from)."""
-
-    query_id: str
-    positive_ids: list[str]
-    negative_ids: list[str] = Field(default_factory=list)
-    sources: list[str] = Field(default_factory=list)  # per negative: "verified" | "ranked"
-    scores: list[float] = Field(default_factory=list)  # per negative: embedder similarity
 
 
 def _allowed(score: float, pos: float | None, config: HardNegativeConfig) -> bool:
@@ -256,3 +246,37 @@ def hard_negatives(
             sources=[s for _, _, s in negs],
             scores=[round(v, 6) for _, v, _ in negs],
         )
+
+
+def hard_negatives_for_run(
+    queries: Sequence[Query],
+    passages: Sequence[Passage],
+    qrels: Iterable[Qrel],
+    *,
+    embedder: Embedder,
+    config: HardNegativeConfig | None = None,
+    min_positive_score: int = 1,
+    index: str = "auto",
+) -> Iterator[HardNegatives | Failure]:
+    """``hard_negatives`` over a whole corpus: encodes the passages once and searches them
+    with the ``index`` kind ("auto", "exact", "faiss"); without passages every query fails
+    as ``no_passages``."""
+    from fingen.embed.index import build_index
+
+    if not queries:
+        return
+    if not passages:
+        for q in queries:
+            yield Failure(stage="hard_negatives", item_id=q.query_id, reason="no_passages")
+        return
+    vectors = embedder.encode([p.text for p in passages], kind="passage")
+    yield from hard_negatives(
+        queries,
+        passages,
+        qrels,
+        embedder=embedder,
+        config=config,
+        min_positive_score=min_positive_score,
+        passage_vectors=vectors,
+        index=build_index(vectors, index),  # type: ignore[arg-type]
+    )

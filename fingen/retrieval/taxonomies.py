@@ -18,11 +18,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, create_model
+from pydantic import create_model
 
+from fingen.errors import RowRejected
 from fingen.llm.base import Completion
-from fingen.llm.tasks import RowRejected
-from fingen.prompts import render
+from fingen.llm.tasks import LLMTask
 from fingen.records import Document
 
 __all__ = [
@@ -135,29 +135,29 @@ def classify_by_embedding(
     ]
 
 
-class IndustryTask:
+class IndustryTask(LLMTask[Document, Document]):
     """LLM zero-shot industry classification; the reply may only name a taxonomy label.
 
     Items are Documents; ``parse`` returns the document with ``industry`` set.
     """
 
     name = "industry"
+    template = "industry"
 
     def __init__(self, taxonomy: Mapping[str, str], *, lang: str, lead_chars: int = 300) -> None:
         if not taxonomy:
             raise ValueError("taxonomy is empty")
-        self.taxonomy, self.lang, self.lead_chars = dict(taxonomy), lang, lead_chars
+        super().__init__(lang=lang)
+        self.taxonomy, self.lead_chars = dict(taxonomy), lead_chars
         choice = Literal[tuple(self.taxonomy)]  # type: ignore[valid-type]
-        self.response_model: type[BaseModel] = create_model("IndustryReply", industry=choice)
+        self.response_model = create_model("IndustryReply", industry=choice)  # type: ignore[misc]
 
     def item_id(self, item: Document) -> str:
         return item.doc_id
 
     def build(self, item: Document) -> list[dict[str, str]]:
         options = [{"label": k, "description": v} for k, v in self.taxonomy.items()]
-        return render(
-            "industry", self.lang, options=options, document=document_lead(item, self.lead_chars)
-        )
+        return self.render(options=options, document=document_lead(item, self.lead_chars))
 
     def request_params(self, item: Document) -> dict[str, Any]:
         return {"temperature": 0.0, "max_tokens": 64}

@@ -6,24 +6,26 @@ with its origin in ``Document.meta["title_origin"]`` (``"<prompt hash>@<model>"`
 
 Example::
 
-    task = TitleTask(lang="zh", model=llm.model)
-    titled = [r for res in run_task(task, untitled, llm) for r in res.records]
+    for result in title_documents(docs, llm, lang="zh"):
+        doc = result.records[0]   # titled (or kept, or a fallback title); result.failures
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from fingen.errors import RowRejected
 from fingen.llm.base import Completion
-from fingen.llm.tasks import RowRejected
-from fingen.prompts import load_prompt
+from fingen.llm.engine import LLMEngine
+from fingen.llm.tasks import LLMTask, TaskResult, run_task
 from fingen.records import Document
 from fingen.retrieval.checks import language_matches
 
-__all__ = ["TitleReply", "TitleTask", "clean_title", "lead_title"]
+__all__ = ["TitleReply", "TitleTask", "clean_title", "lead_title", "title_documents"]
 
 _QUOTES = "\"'“”‘’《》「」『』*#"
 
@@ -46,7 +48,7 @@ def lead_title(doc: Document, max_chars: int = 40) -> str:
     return clean_title(first, max_chars) or doc.doc_id
 
 
-class TitleTask:
+class TitleTask(LLMTask[Document, Document]):
     """LLM task: untitled Document -> the same Document with a generated title.
 
     Args:
@@ -57,6 +59,7 @@ class TitleTask:
     """
 
     name = "titles"
+    template = "title"
     response_model = TitleReply
 
     def __init__(
@@ -66,20 +69,18 @@ class TitleTask:
         model: str = "",
         max_chars: int = 2000,
         max_title_chars: int = 80,
-        template: str = "title",
+        template: str | None = None,
     ) -> None:
-        self.lang, self.template = lang, template
+        super().__init__(lang=lang, template=template)
         self.max_chars, self.max_title_chars = max_chars, max_title_chars
-        self.origin = f"{load_prompt(template, lang).short_hash}@{model}"
+        self.origin = f"{self.prompt_hash}@{model}"
 
     def item_id(self, item: Document) -> str:
         return item.doc_id
 
     def build(self, item: Document) -> list[dict[str, str]]:
         text = item.text.strip()[: self.max_chars]
-        return load_prompt(self.template, self.lang).render(
-            text=text, company=item.company or "", date=item.date or ""
-        )
+        return self.render(text=text, company=item.company or "", date=item.date or "")
 
     def request_params(self, item: Document) -> dict[str, Any]:
         return {"max_tokens": 128}
@@ -92,3 +93,38 @@ class TitleTask:
             raise RowRejected("wrong_language", f"expected {self.lang}: {title}")
         meta = {**item.meta, "title_origin": self.origin}
         return [item.model_copy(update={"title": title, "meta": meta})]
+
+
+def _with_lead_title(doc: Document) -> Document:
+    return doc.model_copy(
+        update={"title": lead_title(doc), "meta": {**doc.meta, "title_origin": "lead"}}
+    )
+
+
+def title_documents(
+    documents: Iterable[Document],
+    llm: LLMEngine,
+    *,
+    overwrite: bool = False,
+    fallback: bool = True,
+    **options: Any,
+) -> Iterator[TaskResult[Document, Document]]:
+    """One result per document, in order: titled documents pass through (no request),
+    untitled ones (every one with ``overwrite``) get an LLM-written title. When the model
+    fails, ``fallback`` gives the document its first sentence as title (``title_origin:
+    lead``) and the result keeps the failure; without it the document is left out.
+
+    ``options`` go to :class:`TitleTask` (lang, max_chars, max_title_chars, template).
+    """
+    docs = list(documents)
+    todo = [d for d in docs if overwrite or not d.title.strip()]
+    results = iter(run_task(TitleTask(model=llm.model, **options), todo, llm)) if todo else None
+    for doc in docs:
+        if not (overwrite or not doc.title.strip()):
+            yield TaskResult(doc, doc.doc_id, records=[doc])
+            continue
+        assert results is not None
+        result = next(results)
+        if not result.ok and fallback:
+            result.records = [_with_lead_title(doc)]
+        yield result

@@ -2,7 +2,7 @@
 cross-document questions naming the documents each one needs; each question is then
 grounded to passages of those documents by embedder ranking + an LLM judge (0-2 rubric).
 
-Flow::
+Flow (``top_down_queries`` runs it all; grounding lives in ``fingen.retrieval.grounding``)::
 
     split_cluster:    clusters above max_size -> near-equal parts
     TopDownTask:      TopicItem (cluster + numbered documents) -> Query(level="topic")
@@ -12,37 +12,44 @@ Flow::
 
 Rejected rows (``Failure`` reasons): ``not_a_question``, ``wrong_language``,
 ``copies_passage``, ``duplicate``, ``over_quota``, ``bad_document_ids`` (a number that was not
-shown), ``too_few_documents`` (fewer than ``min_docs`` distinct documents named).
+shown), ``too_few_documents`` (fewer than ``min_docs`` distinct documents named),
+``ungrounded`` (no passage judged ``>= min_score``).
+
+Example::
+
+    for result in top_down_queries(clusters, passages, llm, embedder=emb):
+        ...  # result.records: grounded Query + judged Qrel; result.failures: rejected rows
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import BaseModel, Field
 
+from fingen.errors import RowRejected
 from fingen.llm.base import Completion
-from fingen.llm.tasks import RowRejected
-from fingen.prompts import load_prompt
-from fingen.records import Failure, Passage, Qrel, Query, content_id
-from fingen.retrieval.bottom_up import RowChecker
-from fingen.retrieval.topics import TopicCluster
+from fingen.llm.engine import LLMEngine
+from fingen.llm.tasks import LLMTask, TaskResult, run_task
+from fingen.records import Failure, Passage, Qrel, Query, TopicCluster, content_id
+from fingen.retrieval.checks import RowChecker
+from fingen.retrieval.grounding import GroundJudgeTask, attach_grounding, rank_candidates
+
+if TYPE_CHECKING:
+    from fingen.embed.base import Embedder
 
 __all__ = [
-    "GroundJudgeTask",
-    "GroundPair",
-    "Judgement",
+    "TopDownOptions",
     "TopDownReply",
     "TopDownTask",
     "TopicItem",
     "TopicQuery",
-    "attach_grounding",
-    "rank_candidates",
     "split_cluster",
+    "top_down_queries",
 ]
 
 
@@ -93,7 +100,7 @@ class TopDownReply(BaseModel):
     queries: list[TopicQuery] = Field(default_factory=list)
 
 
-class TopDownTask:
+class TopDownTask(LLMTask[TopicItem, Query]):
     """LLM task: TopicItem -> topic-level Query records (not yet grounded).
 
     Args:
@@ -105,6 +112,7 @@ class TopDownTask:
     """
 
     name = "top_down"
+    template = "top_down"
     response_model = TopDownReply
 
     def __init__(
@@ -115,20 +123,20 @@ class TopDownTask:
         queries: int = 3,
         min_docs: int = 2,
         max_overlap: float = 0.8,
-        template: str = "top_down",
+        template: str | None = None,
     ) -> None:
         if queries < 1 or min_docs < 1:
             raise ValueError("queries and min_docs must be >= 1")
-        self.lang, self.template = lang, template
+        super().__init__(lang=lang, template=template)
         self.queries, self.min_docs, self.max_overlap = queries, min_docs, max_overlap
-        self.origin = f"{load_prompt(template, lang).short_hash}@{model}"
+        self.origin = f"{self.prompt_hash}@{model}"
 
     def item_id(self, item: TopicItem) -> str:
         return item.cluster.cluster_id
 
     def build(self, item: TopicItem) -> list[dict[str, str]]:
         c = item.cluster
-        return load_prompt(self.template, self.lang).render(
+        return self.render(
             industry=c.industry if c.industry not in ("*", "unknown") else "",
             period=c.period if c.period not in ("*", "unknown") else "",
             words=c.words,
@@ -184,102 +192,128 @@ class TopDownTask:
 
 
 @dataclass(frozen=True)
-class GroundPair:
-    """One candidate passage for a topic query, with its embedder similarity."""
+class TopDownOptions:
+    """How clusters become grounded topic queries.
 
-    query: Query
-    passage: Passage
-    similarity: float = 0.0
-
-
-def rank_candidates(
-    queries: Sequence[Query],
-    passages_by_doc: Mapping[str, Sequence[Passage]],
-    embedder: Any,
-    *,
-    top_k: int = 3,
-    per_document: bool = True,
-) -> list[GroundPair]:
-    """The ``top_k`` passages of each query's named documents by cosine similarity.
-
-    With ``per_document`` the top-k is taken in each named document (so every document the
-    question needs gets candidates), else over all of their passages together.
+    Args:
+        queries: questions asked per cluster.
+        min_docs: documents a question must name.
+        max_overlap: token-trigram copy cap against the titles and excerpts shown.
+        min_size / max_size: smaller clusters are skipped, larger ones split evenly.
+        excerpt_chars: lead text shown per document.
+        top_k / per_document: candidate passages judged (in each named document).
+        min_score: judge grade that grounds a query.
+        limit: use only the first N (split) clusters.
     """
-    needed = sorted({d for q in queries for d in q.source_doc_ids if d in passages_by_doc})
-    pool = [p for d in needed for p in passages_by_doc[d]]
-    if not queries or not pool:
-        return []
-    index = {p.passage_id: i for i, p in enumerate(pool)}
-    pvec = np.asarray(embedder.encode([p.text for p in pool], kind="passage"))
-    qvec = np.asarray(embedder.encode([q.text for q in queries], kind="query"))
-    pairs: list[GroundPair] = []
-    for qi, q in enumerate(queries):
-        groups = [list(passages_by_doc.get(d, ())) for d in q.source_doc_ids]
-        if not per_document:
-            groups = [[p for g in groups for p in g]]
-        for group in groups:
-            if not group:
-                continue
-            sims = pvec[[index[p.passage_id] for p in group]] @ qvec[qi]
-            for j in np.argsort(-sims, kind="stable")[:top_k]:
-                pairs.append(GroundPair(q, group[int(j)], round(float(sims[j]), 4)))
-    return pairs
+
+    queries: int = 3
+    min_docs: int = 2
+    max_overlap: float = 0.8
+    min_size: int = 2
+    max_size: int = 8
+    excerpt_chars: int = 300
+    top_k: int = 3
+    per_document: bool = True
+    min_score: int = 1
+    limit: int | None = None
+    template: str = "top_down"
+    judge_template: str = "ground_judge"
 
 
-class Judgement(BaseModel):
-    rationale: str = Field(description="one or two sentences: what in the passage is relevant")
-    score: int = Field(ge=0, le=2, description="0 irrelevant, 1 partly relevant, 2 relevant")
+def _eligible(
+    clusters: Iterable[TopicCluster], opts: TopDownOptions
+) -> tuple[list[TopicCluster], list[TopicCluster]]:
+    items: list[TopicCluster] = []
+    small: list[TopicCluster] = []
+    for c in clusters:
+        for part in split_cluster(c, opts.max_size):
+            too_small = len(part.doc_ids) < max(opts.min_size, opts.min_docs)
+            (small if too_small else items).append(part)
+    return (items[: opts.limit] if opts.limit else items), small
 
 
-class GroundJudgeTask:
-    """LLM judge: GroundPair -> one Qrel (graded 0-2; 0 is kept as a verified negative)."""
+def _passages_by_doc(
+    passages: Iterable[Passage], items: list[TopicCluster]
+) -> dict[str, list[Passage]]:
+    """The passages of the clustered documents, in order; untitled ones get their document's
+    title (passages chunked before titling), which the judge sees."""
+    titles = {d: t for c in items for d, t in zip(c.doc_ids, c.titles, strict=True)}
+    by_doc: dict[str, list[Passage]] = {}
+    for p in passages:
+        if p.doc_id in titles:
+            p = p if p.title else p.model_copy(update={"title": titles[p.doc_id]})
+            by_doc.setdefault(p.doc_id, []).append(p)
+    for ps in by_doc.values():
+        ps.sort(key=lambda p: p.order)
+    return by_doc
 
-    name = "ground_judge"
-    response_model = Judgement
 
-    def __init__(self, *, lang: str = "en", model: str = "", template: str = "ground_judge"):
-        self.lang, self.model, self.template = lang, model, template
+def top_down_queries(
+    clusters: Iterable[TopicCluster],
+    passages: Iterable[Passage],
+    llm: LLMEngine,
+    *,
+    embedder: Embedder,
+    judge_llm: LLMEngine | None = None,
+    lang: str = "en",
+    options: TopDownOptions | None = None,
+) -> Iterator[TaskResult[TopicItem, Query | Qrel]]:
+    """Grounded topic-level queries, one result per (split) cluster, in order.
 
-    def item_id(self, item: GroundPair) -> str:
-        return f"{item.query.query_id}:{item.passage.passage_id}"
+    A result's records are its grounded queries, their judged labels (score > 0) and verified
+    negatives (score 0); its failures are rejected questions, failed judgements and
+    ungrounded questions. Clusters below the minimum size come back ``skipped``.
 
-    def build(self, item: GroundPair) -> list[dict[str, str]]:
-        return load_prompt(self.template, self.lang).render(
-            question=item.query.text, title=item.passage.title, passage=item.passage.text
-        )
+    Args:
+        clusters: from ``cluster_documents`` (``topics.clusters``).
+        passages: the corpus (only the clustered documents' passages are kept).
+        llm: writes the questions; ``judge_llm`` (default: ``llm``) grades the candidates.
+        embedder: ranks each question's candidate passages.
+    """
+    opts = options or TopDownOptions()
+    items, small = _eligible(clusters, opts)
+    for c in small:
+        yield TaskResult(c, c.cluster_id, skipped="too_small")
+    by_doc = _passages_by_doc(passages, items)
 
-    def request_params(self, item: GroundPair) -> dict[str, Any]:
-        return {"temperature": 0.0, "max_tokens": 256}
+    def excerpt(doc_id: str) -> str:
+        first = by_doc.get(doc_id)
+        return " ".join(first[0].text.split())[: opts.excerpt_chars] if first else ""
 
-    def parse(self, item: GroundPair, reply: Judgement, completion: Completion) -> list[Qrel]:
-        return [
-            Qrel(
-                query_id=item.query.query_id,
-                passage_id=item.passage.passage_id,
-                score=reply.score,
-                kind="judged" if reply.score > 0 else "negative",
-                judge=self.model,
-                rationale=reply.rationale.strip()[:1000] or None,
+    task = TopDownTask(
+        lang=lang, model=llm.model, queries=opts.queries, min_docs=opts.min_docs,
+        max_overlap=opts.max_overlap, template=opts.template,
+    )  # fmt: skip
+    topic_items = [TopicItem(c, tuple(excerpt(d) for d in c.doc_ids)) for c in items]
+    generated = list(run_task(task, topic_items, llm))
+    candidates = [q for r in generated for q in r.records]
+    pairs = rank_candidates(
+        candidates, by_doc, embedder if candidates else None,
+        top_k=opts.top_k, per_document=opts.per_document,
+    )  # fmt: skip
+    judge_llm = judge_llm or llm
+    judge = GroundJudgeTask(lang=lang, model=judge_llm.model, template=opts.judge_template)
+    judged: dict[str, list[Qrel]] = {}
+    judge_failures: dict[str, list[Failure]] = {}
+    per_query = Counter(p.query.query_id for p in pairs)
+    for res in run_task(judge, pairs, judge_llm):
+        qid = res.item.query.query_id
+        judged.setdefault(qid, []).extend(res.records)
+        judge_failures.setdefault(qid, []).extend(res.failures)
+    for result in generated:
+        queries = [q for q in result.records if isinstance(q, Query)]
+        labels = [r for q in queries for r in judged.get(q.query_id, [])]
+        grounded, ungrounded = attach_grounding(queries, labels, min_score=opts.min_score)
+        keep = {q.query_id for q in grounded}
+        failures = [f for q in queries for f in judge_failures.get(q.query_id, [])]
+        failures += [
+            Failure(
+                stage=task.name, item_id=q.query_id, reason="ungrounded",
+                detail=f"no passage judged >= {opts.min_score}", raw=q.model_dump_json(),
             )
-        ]
-
-
-def attach_grounding(
-    queries: Iterable[Query], qrels: Iterable[Qrel], *, min_score: int = 1
-) -> tuple[list[Query], list[Query]]:
-    """Split queries into grounded ones (``source_passage_ids`` = their passages judged
-    ``>= min_score``, best first) and ungrounded ones."""
-    by_query: dict[str, list[Qrel]] = {}
-    for r in qrels:
-        if r.score >= min_score:
-            by_query.setdefault(r.query_id, []).append(r)
-    grounded, ungrounded = [], []
-    for q in queries:
-        positives = by_query.get(q.query_id)
-        if not positives:
-            ungrounded.append(q)
-            continue
-        ranked = sorted(positives, key=lambda r: -r.score)
-        ids = list(dict.fromkeys(r.passage_id for r in ranked))
-        grounded.append(q.model_copy(update={"source_passage_ids": ids}))
-    return grounded, ungrounded
+            for q in ungrounded
+        ]  # fmt: skip
+        result.records = [*grounded, *(r for r in labels if r.query_id in keep)]
+        result.failures = [*result.failures, *failures]
+        result.counts["candidates"] = sum(per_query[q.query_id] for q in queries)
+        yield result

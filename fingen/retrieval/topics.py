@@ -24,18 +24,17 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from fingen.errors import MissingExtraError
-from fingen.records import Document, content_id
+from fingen.records import Document, TopicCluster, content_id
 
 __all__ = [
     "HDBSCAN_SETTINGS",
     "UMAP_SETTINGS",
     "ZH_STOPWORDS",
     "ClusterKey",
+    "Granularity",
     "OutlierStrategy",
-    "TopicCluster",
     "TopicMethod",
     "build_clusters",
     "cluster_quality",
@@ -71,20 +70,6 @@ ZH_STOPWORDS = frozenset(_ZH_STOPWORDS_TEXT.split())
 _EN_STOPWORDS_CACHE: list[frozenset[str]] = []
 _EN_TOKEN_RE = re.compile(r"[a-z0-9][a-z0-9&'.-]*[a-z0-9]|[a-z]")
 _NUMBERISH_RE = re.compile(r"^[\d.,%'-]+$")
-
-
-class TopicCluster(BaseModel):
-    """One cluster of documents, as written to ``topics.clusters.jsonl``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    cluster_id: str
-    industry: str
-    period: str
-    topic: int
-    words: list[str]
-    doc_ids: list[str]
-    titles: list[str]
 
 
 def time_bucket(date: str | None, granularity: Granularity = "quarter") -> str:

@@ -68,8 +68,8 @@ def _texts(ctx: StageContext, params: AnnotateParams) -> list[TextItem]:
     rows = (
         read_text_rows(ctx.config.resolve_path(params.path))
         if params.path
-        else ctx.read(str(params.input), None)
-    )  # type: ignore[arg-type]
+        else ctx.rows(str(params.input))
+    )
     texts: list[TextItem] = []
     for row in rows_to_texts(rows, text_field=params.text_field, id_field=params.id_field):
         if params.limit is not None and len(texts) >= params.limit:
@@ -82,7 +82,7 @@ def _texts(ctx: StageContext, params: AnnotateParams) -> list[TextItem]:
     return texts
 
 
-@stage(AnnotateParams)
+@stage(AnnotateParams, outputs={"": "sft"})
 def annotate(ctx: StageContext, params: AnnotateParams) -> None:
     """CoT-annotate unlabeled texts with one label each, once per round. Main output: the last
     round's records; with several rounds every round also goes to output ``round<i>``.

@@ -1,22 +1,31 @@
-"""What a pipeline stage receives: its context (inputs, outputs, model, embedder, counters).
+"""What a pipeline stage is and receives: its spec, its context (inputs, outputs, model,
+embedder, counters).
 
-A stage is a function ``run(ctx, params) -> None`` decorated with ``@stage(ParamsModel)``.
-It reads earlier stages' outputs with ``ctx.read``, writes with ``ctx.output`` and counts with
-``ctx.stats``. The methods it calls (fingen.retrieval, fingen.reasoning, ...) know nothing of
+A stage is a function ``run(ctx, params) -> None`` decorated with
+``@stage(ParamsModel, inputs={...}, outputs={...})``. It reads its inputs with ``ctx.input``,
+calls one method (fingen.ingest, .retrieval, .reasoning, .export), writes with
+``ctx.output`` and counts with ``ctx.stats`` / ``ctx.collect``. The methods know nothing of
 stages or the runner.
+
+Inputs are wired one way: an input param names stage outputs (``"chunk"``,
+``["bottom_up.queries", "top_down.queries"]``) or is left unset, which means "the run's
+records of that kind so far" (see ``fingen.run.RunView``). Outputs are declared with their
+record kind; every declared output file exists once the stage has run, even when empty.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from fingen.errors import ConfigError
 from fingen.records import Failure
+from fingen.run import OutputFile, RunView
 from fingen.store import JsonlWriter, RunStore
 
 if TYPE_CHECKING:
@@ -25,9 +34,17 @@ if TYPE_CHECKING:
     from fingen.llm.engine import LLMEngine
     from fingen.llm.tasks import TaskResult
 
-__all__ = ["Progress", "StageContext", "StageParams", "StageStats", "stage"]
+__all__ = [
+    "Progress",
+    "StageContext",
+    "StageParams",
+    "StageSpec",
+    "StageStats",
+    "output_files",
+    "spec_of",
+    "stage",
+]
 
-R = TypeVar("R", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -37,14 +54,47 @@ class StageParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def stage(params_model: type[StageParams]) -> Callable[[F], F]:
-    """Mark a function as a pipeline stage with its params model."""
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage's params model, its inputs (param -> record kind; ``?`` = optional) and its
+    outputs (name -> kind; ``""`` is the main output; ``:replace`` replaces the kind)."""
+
+    params_model: type[StageParams]
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    outputs: Mapping[str, str] = field(default_factory=dict)
+
+    def output_kind(self, name: str) -> tuple[str, str]:
+        kind, _, mode = self.outputs[name].partition(":")
+        return kind, mode or "merge"
+
+
+def stage(
+    params_model: type[StageParams],
+    *,
+    inputs: Mapping[str, str] | None = None,
+    outputs: Mapping[str, str] | None = None,
+) -> Callable[[F], F]:
+    """Mark a function as a pipeline stage with its params model, inputs and outputs."""
 
     def wrap(fn: F) -> F:
+        fn.spec = StageSpec(params_model, dict(inputs or {}), dict(outputs or {}))  # type: ignore[attr-defined]
         fn.params_model = params_model  # type: ignore[attr-defined]
         return fn
 
     return wrap
+
+
+def spec_of(fn: Callable[..., Any]) -> StageSpec:
+    return fn.spec  # type: ignore[attr-defined,no-any-return]
+
+
+def output_files(root: Path, key: str, stage_type: str, spec: StageSpec) -> list[OutputFile]:
+    """The data files a stage writes (its declared outputs) under ``root``."""
+    out = []
+    for name in spec.outputs:
+        kind, mode = spec.output_kind(name)
+        out.append(OutputFile(key, stage_type, name, kind, mode, root))
+    return out
 
 
 @dataclass
@@ -58,6 +108,7 @@ class StageStats:
     failures: Counter[str] = field(default_factory=Counter)  # by reason (items and rejected rows)
     rejected_rows: int = 0
     cached: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # not eligible: neither in nor failed
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -69,6 +120,7 @@ class StageStats:
             "cached": self.cached,
             "outputs": dict(self.outputs),
             "failures_by_reason": dict(self.failures.most_common()),
+            **({"skipped": dict(self.skipped)} if self.skipped else {}),
             **({"extra": self.extra} if self.extra else {}),
         }
 
@@ -93,6 +145,8 @@ class StageContext:
     get_llm: Callable[[str], LLMEngine]
     get_embedder: Callable[[], Embedder]
     make_progress: Callable[[str, int | None], Progress] = lambda desc, total: Progress()
+    spec: StageSpec | None = None
+    upstream: list[OutputFile] = field(default_factory=list)
     _writers: dict[str, JsonlWriter] = field(default_factory=dict)
 
     @property
@@ -110,10 +164,31 @@ class StageContext:
     def embedder(self) -> Embedder:
         return self.get_embedder()
 
-    def read(self, ref: str, model: type[R]) -> Iterator[R]:
-        """Records of an earlier stage's output ``ref`` = ``stage`` or ``stage.output``."""
+    def view(self) -> RunView:
+        """The run as it stands before this stage."""
+        return RunView(self.store.root, self.upstream)
+
+    def input(self, param: str, refs: str | list[str] | None) -> Iterator[Any]:
+        """Records of input ``param``: the named outputs, else the run's records of the
+        param's kind so far (an error when none are there and the input is required)."""
+        declared = self.spec.inputs[param] if self.spec else "?"
+        kind, optional = declared.rstrip("?"), declared.endswith("?")
+        view = self.view()
+        if refs is not None:
+            return view.read_refs([refs] if isinstance(refs, str) else refs, kind)
+        if not view.produces(kind) and not optional:
+            raise ConfigError(
+                f"no earlier stage produces {kind} records: add one before this stage, "
+                f"or name the input in '{param}'",
+                where=f"stages.{self.key}.params",
+            )
+        return view.records(kind)
+
+    def rows(self, ref: str) -> Iterator[dict[str, Any]]:
+        """The rows of an earlier stage's output ``ref`` (``stage`` or ``stage.output``), as
+        plain dicts, whatever they hold."""
         stage_key, _, output = ref.partition(".")
-        return self.store.read(stage_key, output, model)
+        return self.store.read(stage_key, output, None)
 
     def output(self, name: str = "") -> JsonlWriter:
         """The writer of this stage's output ``name`` ('' = the main output)."""
@@ -123,6 +198,8 @@ class StageContext:
 
     def fail(self, failure: Failure, *, item: bool = True) -> None:
         """Record a failure: a whole input item (``item=True``) or one rejected row."""
+        if failure.stage != self.key:
+            failure = failure.model_copy(update={"stage": self.key})
         self.output("failures").write(failure)
         self.stats.failures[failure.reason] += 1
         if item:
@@ -130,29 +207,54 @@ class StageContext:
         else:
             self.stats.rejected_rows += 1
 
+    def count(self, items: Iterable[Any]) -> Iterator[Any]:
+        """Count each item as a succeeded input, or a failed one when it is a Failure."""
+        for item in items:
+            self.stats.inputs += 1
+            if isinstance(item, Failure):
+                self.fail(item)
+            else:
+                self.stats.succeeded += 1
+                yield item
+
     def progress(self, description: str, total: int | None = None) -> Progress:
         return self.make_progress(f"{self.key}: {description}", total)
 
     def collect(
         self, results: Iterable[TaskResult], progress: Progress | None = None
     ) -> Iterator[Any]:
-        """Count ``run_task`` results into the stats and yield their records."""
+        """Count method results (``TaskResult``) into the stats and yield their records."""
         for result in results:
+            if result.skipped:
+                self.stats.skipped[result.skipped] += 1
+                continue
             self.stats.inputs += 1
             if result.ok:
                 self.stats.succeeded += 1
-                for f in result.failures:
-                    self.fail(f, item=False)
-            else:
-                for f in result.failures:
-                    self.fail(f, item=True)
+            for f in result.failures:
+                self.fail(f, item=not result.ok)
             if result.cached:
                 self.stats.cached += 1
+            for name, n in result.counts.items():
+                self.stats.extra[name] = self.stats.extra.get(name, 0) + n
             if progress is not None:
                 progress.advance()
             yield from result.records
 
+    def route(self, records: Iterable[Any], where: Callable[[Any], str | None]) -> Counter[str]:
+        """Write each record to the output ``where(record)`` names (None: not written)."""
+        counts: Counter[str] = Counter()
+        for rec in records:
+            name = where(rec)
+            if name is not None:
+                self.output(name).write(rec)
+                counts[name] += 1
+        return counts
+
     def commit(self) -> None:
+        if self.spec is not None:
+            for name in self.spec.outputs:
+                self.output(name)  # every declared output exists, even when empty
         for name, writer in self._writers.items():
             writer.commit()
             self.stats.outputs[name or "main"] = writer.rows
@@ -162,3 +264,15 @@ class StageContext:
         for writer in self._writers.values():
             writer.abort()
         self._writers.clear()
+
+    def kinds(self) -> tuple[dict[str, str], list[str]]:
+        """``(output -> kind, outputs that replace their kind)`` for the manifest."""
+        if self.spec is None:
+            return {}, []
+        kinds, replaces = {}, []
+        for name in self.spec.outputs:
+            kind, mode = self.spec.output_kind(name)
+            kinds[name or "main"] = kind
+            if mode == "replace":
+                replaces.append(name or "main")
+        return kinds, replaces

@@ -28,11 +28,9 @@ from fingen.export.retrieval import (
     write_beir,
     write_jsonl,
 )
-from fingen.records import Passage, Qrel, Query
 from fingen.retrieval.evaluate import METRICS, evaluate_beir
-from fingen.retrieval.negatives import HardNegatives
 from fingen.stages.base import StageContext, StageParams, stage
-from fingen.stages.relevance import SourceParams, read_refs, resolve_sources, upstream
+from fingen.stages.relevance import SourceParams
 from fingen.store import atomic_write_text
 
 __all__ = ["EvaluateParams", "ExportRetrievalParams", "evaluate", "export_retrieval"]
@@ -41,7 +39,9 @@ Format = Literal["beir", "sentence_transformers", "flag_embedding", "hf"]
 
 
 class ExportRetrievalParams(SourceParams):
-    negatives: str | None = Field(None, description="HardNegatives ref (default: upstream)")
+    negatives: str | list[str] | None = Field(
+        None, description="HardNegatives (default: the run's)"
+    )
     formats: list[Format] = Field(["beir", "sentence_transformers", "flag_embedding", "hf"])
     out: str = Field("exports", description="folder inside the run directory")
     graded: bool = Field(False, description="write graded scores (default: binary, as BEIR)")
@@ -49,16 +49,20 @@ class ExportRetrievalParams(SourceParams):
     instruction: str | None = Field(None, description="FlagEmbedding 'prompt' (query instruction)")
 
 
-@stage(ExportRetrievalParams)
+@stage(
+    ExportRetrievalParams,
+    inputs={"passages": "passage", "queries": "query", "qrels": "qrel?", "partial": "partial?",
+            "negatives": "hard_negatives?"},
+    outputs={"": "file"},
+)  # fmt: skip
 def export_retrieval(ctx: StageContext, params: ExportRetrievalParams) -> None:
     """Write the retrieval dataset in the requested formats (never calls a model).
 
     Example params: ``{formats: [beir, flag_embedding], instruction: "Represent this query: "}``
     """
-    src = resolve_sources(ctx, params)
-    queries = list(read_refs(ctx, src.queries, Query, required=True))
-    qrels = list(read_refs(ctx, src.qrels, Qrel, required=params.qrels is not None))
-    passages = list(ctx.read(params.passages, Passage))
+    queries = list(ctx.input("queries", params.queries))
+    qrels = list(ctx.input("qrels", params.qrels))
+    passages = list(ctx.input("passages", params.passages))
     ctx.stats.inputs = ctx.stats.succeeded = len(queries)
     out = ctx.store.path(params.out)
     for sub in ("beir", "sentence_transformers", "flag_embedding", "hf"):  # no stale exports
@@ -67,8 +71,7 @@ def export_retrieval(ctx: StageContext, params: ExportRetrievalParams) -> None:
     if "beir" in params.formats:
         counts = write_beir(out / "beir", passages, queries, qrels, graded=params.graded)
         files.update({f"beir/{k}": v for k, v in counts.items()})
-    neg_ref = params.negatives or next(iter(upstream(ctx, ("hard_negatives",))[-1:]), None)
-    groups = list(ctx.read(neg_ref, HardNegatives)) if neg_ref else []
+    groups = list(ctx.input("negatives", params.negatives))
     by_q, by_p = {q.query_id: q for q in queries}, {p.passage_id: p for p in passages}
     resolved = list(resolve_groups(groups, by_q, by_p))
     if "sentence_transformers" in params.formats:
@@ -96,7 +99,6 @@ def export_retrieval(ctx: StageContext, params: ExportRetrievalParams) -> None:
         files=files,
         hard_negative_groups=len(groups),
         groups_used=len(resolved),
-        sources={"queries": src.queries, "qrels": src.qrels, "negatives": neg_ref},
     )
 
 
@@ -108,7 +110,7 @@ class EvaluateParams(StageParams):
     k: int = Field(100, ge=10)
 
 
-@stage(EvaluateParams)
+@stage(EvaluateParams, outputs={"": "evaluation"})
 def evaluate(ctx: StageContext, params: EvaluateParams) -> None:
     """nDCG@10, Recall@10/100, MRR@10 per qrels file for BM25 and embedders.
 

@@ -8,20 +8,19 @@ from pydantic import Field
 
 from fingen.errors import ConfigError
 from fingen.export.training import write_training
-from fingen.records import DPORecord, QAItem, RLRecord, SFTRecord
 from fingen.stages.base import StageContext, StageParams, stage
 
 __all__ = ["ExportTrainingParams", "export_training"]
 
-_DEFAULTS = {"sft": "route.sft", "dpo": "preference", "rl": "route.rl"}
-_MODELS = {"sft": SFTRecord, "dpo": DPORecord, "rl": RLRecord}
+_KINDS = ("sft", "dpo", "rl")
+Refs = str | list[str] | None
 
 
 class ExportTrainingParams(StageParams):
-    sft: str | None = Field(None, description='SFT records (default "route.sft" when present)')
-    dpo: str | None = Field(None, description='DPO records (default "preference" when present)')
-    rl: str | None = Field(None, description='RL records (default "route.rl" when present)')
-    items: str | None = Field(
+    sft: Refs = Field(None, description="SFT records (default: the run's)")
+    dpo: Refs = Field(None, description="DPO records (default: the run's)")
+    rl: Refs = Field(None, description="RL records (default: the run's)")
+    items: Refs = Field(
         None, description="QAItems; adds answer_type/scale columns to RL (for accuracy_reward)"
     )
     dir: str = Field("exports/training", description="folder inside the run directory")
@@ -31,25 +30,10 @@ class ExportTrainingParams(StageParams):
     with_meta: bool = Field(False, description="add source / qa_id / rejected_reason columns")
 
 
-def _sources(ctx: StageContext, params: ExportTrainingParams) -> dict[str, str]:
-    given = {k: getattr(params, k) for k in _DEFAULTS if getattr(params, k)}
-    if given:
-        return given
-    found = {}
-    for kind, ref in _DEFAULTS.items():
-        stage_key, _, output = ref.partition(".")
-        if ctx.store.stage_path(stage_key, output).is_file():
-            found[kind] = ref
-    if not found:
-        raise ConfigError(
-            f"nothing to export: none of {sorted(_DEFAULTS.values())} exists; "
-            "name the inputs with 'sft', 'dpo' or 'rl'",
-            where=f"stages.{ctx.key}.params",
-        )
-    return found
-
-
-@stage(ExportTrainingParams)
+@stage(
+    ExportTrainingParams,
+    inputs={"sft": "sft?", "dpo": "dpo?", "rl": "rl?", "items": "qa?"},
+)
 def export_training(ctx: StageContext, params: ExportTrainingParams) -> None:
     """Write the training sets (SFT ``messages``, DPO ``{prompt, chosen, rejected}``, RL
     ``{prompt, answer}``) as JSONL and parquet with explicit ``datasets`` Features.
@@ -57,15 +41,23 @@ def export_training(ctx: StageContext, params: ExportTrainingParams) -> None:
     Example: ``{stage: export_training, params: {dir: exports/training, with_meta: true}}``
     """
     out_dir = ctx.store.path(params.dir)
-    for kind in _MODELS:  # no stale exports from an earlier run
+    for kind in _KINDS:  # no stale exports from an earlier run
         for stale in out_dir.glob(f"{kind}.*"):
             stale.unlink()
+    view = ctx.view()
+    present = [k for k in _KINDS if getattr(params, k) is not None or view.produces(k)]
+    if not present:
+        raise ConfigError(
+            "nothing to export: no earlier stage produces SFT, DPO or RL records; "
+            "name the inputs with 'sft', 'dpo' or 'rl'",
+            where=f"stages.{ctx.key}.params",
+        )
     items = None
-    if params.items:
-        items = {it.qa_id: it for it in ctx.read(params.items, QAItem)}
+    if params.items is not None:
+        items = {it.qa_id: it for it in ctx.input("items", params.items)}
     written: dict[str, dict[str, object]] = {}
-    for kind, ref in _sources(ctx, params).items():
-        records = list(ctx.read(ref, _MODELS[kind]))
+    for kind in present:
+        records = list(ctx.input(kind, getattr(params, kind)))
         result = write_training(
             kind,
             records,
@@ -77,7 +69,9 @@ def export_training(ctx: StageContext, params: ExportTrainingParams) -> None:
         ctx.stats.inputs += len(records)
         ctx.stats.succeeded += len(records)
         written[kind] = {
-            "from": ref,
+            "from": [f.ref for f in view.files_of(kind)]
+            if getattr(params, kind) is None
+            else getattr(params, kind),
             "rows": result.rows,
             "files": {
                 fmt: str(p.relative_to(ctx.run_dir.resolve())) for fmt, p in result.paths.items()
