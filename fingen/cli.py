@@ -108,7 +108,7 @@ def ingest(
     out: Annotated[
         Path,
         typer.Option(
-            "--out", "-o", help="Output JSONL of Documents (Passages go to OUT with .passages)."
+            "--out", "-o", help="Run directory: ingest.jsonl (Documents), chunk.jsonl (Passages)."
         ),
     ],
     text_field: Annotated[str, typer.Option(help="Text field for .jsonl/.csv inputs.")] = "text",
@@ -121,18 +121,24 @@ def ingest(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Stop after this many documents.")] = None,
 ) -> None:
-    """Load documents and chunk them into passages (no model needed)."""
-    from fingen.console import ingest_files
+    """Load documents and chunk them into passages (no model needed): the ingest and chunk
+    stages of a pipeline, with their counts, failures and manifest."""
+    from fingen.config import PipelineConfig
+    from fingen.console import run_with_progress
 
-    ingest_files(
-        paths,
-        out,
-        text_field=text_field,
-        id_field=id_field,
-        title_field=title_field,
-        max_chars=max_chars,
-        limit=limit,
-    )
+    fields = {"text_field": text_field, "id_field": id_field, "title_field": title_field}
+    config = PipelineConfig.model_validate(
+        {
+            "name": "ingest",
+            "llm": {"backend": "fake"},
+            "stages": [
+                {"stage": "ingest", "params": {"paths": [str(p) for p in paths],
+                                               "fields": fields, "limit": limit}},
+                {"stage": "chunk", "params": {"max_chars": max_chars}},
+            ],
+        }
+    )  # fmt: skip
+    run_with_progress(config, out)
 
 
 @app.command()

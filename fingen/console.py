@@ -11,7 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fingen.config import PipelineConfig
-from fingen.pipeline import RunResult, run_pipeline, summary_rows
+from fingen.manifest import summary_rows
+from fingen.pipeline import RunResult, run_pipeline
 from fingen.stages.base import Progress as StageProgress
 
 __all__ = ["console", "print_summary", "run_with_progress"]
@@ -85,54 +86,6 @@ def run_with_progress(config: PipelineConfig, run_dir: Path | None) -> RunResult
         result = run_pipeline(config, run_dir, progress_factory=make, on_stage=on_stage)
     print_summary(result)
     return result
-
-
-def ingest_files(
-    paths: list[Path],
-    out: Path,
-    *,
-    text_field: str = "text",
-    id_field: str | None = None,
-    title_field: str | None = None,
-    max_chars: int | None = None,
-    limit: int | None = None,
-) -> tuple[int, int, int]:
-    """``fingen ingest``: write Documents to OUT and Passages to OUT's ``.passages.jsonl``."""
-    from fingen.errors import InputError
-    from fingen.ingest import FieldMap, IngestOptions, chunk_document, iter_documents
-    from fingen.records import Failure
-    from fingen.store import JsonlWriter
-
-    if out.is_dir():
-        raise InputError("--out must be a file (JSONL), not a directory", path=str(out))
-    options = IngestOptions(
-        fields=FieldMap(text_field=text_field, id_field=id_field, title_field=title_field),
-        limit=limit,
-    )
-    docs_out = JsonlWriter(out)
-    passages_out = JsonlWriter(out.with_name(out.name.removesuffix(".jsonl") + ".passages.jsonl"))
-    failures: dict[str, int] = {}
-    try:
-        for item in iter_documents(paths, options=options):
-            if isinstance(item, Failure):
-                failures[item.reason] = failures.get(item.reason, 0) + 1
-                console.print(f"[yellow]skipped[/] {item.item_id}: {item.reason} {item.detail}")
-                continue
-            docs_out.write(item)
-            for passage in chunk_document(item, max_chars=max_chars):
-                passages_out.write(passage)
-    except BaseException:
-        docs_out.abort()
-        passages_out.abort()
-        raise
-    docs_out.commit()
-    passages_out.commit()
-    skipped = sum(failures.values())
-    console.print(
-        f"{docs_out.rows} documents -> {out}; {passages_out.rows} passages -> "
-        f"{passages_out.path}; {skipped} skipped {failures or ''}"
-    )
-    return docs_out.rows, passages_out.rows, skipped
 
 
 def stage_reference(names: list[str] | None = None) -> str:

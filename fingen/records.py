@@ -11,9 +11,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "KINDS",
     "CoTSample",
     "DPORecord",
-    "KINDS",
     "Document",
     "Failure",
     "HardNegatives",

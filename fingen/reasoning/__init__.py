@@ -24,7 +24,13 @@ from fingen.reasoning.annotate import (
     annotate_texts,
     labelset_for,
 )
-from fingen.reasoning.answer_judge import AnswerJudgeTask, SamplePair, judge_answers, rule_check
+from fingen.reasoning.answer_judge import (
+    AnswerJudgeTask,
+    SamplePair,
+    judge_answers,
+    rule_check,
+    verify_samples,
+)
 from fingen.reasoning.distill import DistillTask, SampleRequest, distill_samples, expand_samples
 from fingen.reasoning.extract import (
     CHOICES,
@@ -38,12 +44,13 @@ from fingen.reasoning.extract import (
     extract_label,
     split_reasoning,
 )
-from fingen.reasoning.judge import CRITERIA, ReasoningJudgeTask, judge_reasoning
+from fingen.reasoning.judge import CRITERIA, ReasoningJudgeTask, judge_reasoning, judge_samples
 from fingen.reasoning.mapped import (
     FieldMapping,
     load_csv,
     load_hf_dataset,
     load_jsonl,
+    load_qa,
     rows_to_items,
 )
 from fingen.reasoning.numbers import Amount, format_number, parse_amounts
@@ -122,12 +129,14 @@ __all__ = [
     "infer_answer_type",
     "judge_answers",
     "judge_reasoning",
+    "judge_samples",
     "labelset_for",
     "load_convfinqa",
     "load_csv",
     "load_finqa",
     "load_hf_dataset",
     "load_jsonl",
+    "load_qa",
     "load_tatqa",
     "normalize_answer_type",
     "parse_amounts",
@@ -144,4 +153,5 @@ __all__ = [
     "split_reasoning",
     "synthesize_items",
     "token_f1",
+    "verify_samples",
 ]
