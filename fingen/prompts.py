@@ -22,7 +22,13 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from fingen.errors import ConfigError
 
-__all__ = ["PromptTemplate", "load_prompt", "set_prompt_dir", "templates_digest"]
+__all__ = [
+    "PromptTemplate",
+    "load_prompt",
+    "localize_schema",
+    "set_prompt_dir",
+    "templates_digest",
+]
 
 _PACKAGED = [
     Path(__file__).resolve().parent / "_prompts",  # wheel install (force-included)
@@ -124,3 +130,25 @@ def templates_digest() -> str:
                 chosen[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
     blob = "\n".join(f"{name} {digest}" for name, digest in sorted(chosen.items()))
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def localize_schema(schema: dict[str, Any], lang: str) -> dict[str, Any]:
+    """The JSON schema a model is shown for ``lang``: pydantic's auto-generated ``title`` keys
+    dropped (noise in a prompt); for Chinese, field descriptions in Chinese."""
+
+    def walk(node: Any) -> Any:  # a schema node
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "title" and isinstance(value, str):
+                continue
+            if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+                out[key] = {name: walk(sub) for name, sub in value.items()}
+            else:
+                out[key] = walk(value)
+        return out
+
+    return walk(schema)  # type: ignore[no-any-return]

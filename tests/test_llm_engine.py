@@ -126,7 +126,9 @@ def test_llama_cpp_style_sends_json_object_with_schema(tmp_path: Path) -> None:
     ):
         engine.run(engine.structured(ask(engine), Answer))
         fmt = srv.requests[0]["response_format"]
-        assert fmt["type"] == "json_object" and fmt["schema"]["title"] == "Answer"
+        assert fmt["type"] == "json_object" and set(fmt["schema"]["properties"]) == set(
+            Answer.model_fields
+        )
 
 
 def test_cache_answers_repeated_requests_without_http(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from fingen.llm.base import Backend, ChatRequest, Completion
 from fingen.llm.cache import RequestCache, request_key
 from fingen.llm.config import BudgetConfig, LLMConfig, PricesConfig
 from fingen.llm.structured import ParseFailure, parse_model, reask_message, schema_instruction
+from fingen.prompts import localize_schema
 
 __all__ = ["LLMEngine", "StructuredResult", "UsageMeter", "build_engine"]
 
@@ -73,10 +74,10 @@ class StructuredResult:
 
 
 @functools.lru_cache(maxsize=256)
-def _schema_of(model: type[BaseModel]) -> tuple[dict[str, Any], str]:
-    """A model's JSON schema and its prompt instruction, computed once per class."""
-    schema = model.model_json_schema()
-    return schema, schema_instruction(schema)
+def _schema_of(model: type[BaseModel], lang: str = "en") -> tuple[dict[str, Any], str]:
+    """A model's JSON schema and its prompt instruction, computed once per class and language."""
+    schema = localize_schema(model.model_json_schema(), lang)
+    return schema, schema_instruction(schema, lang)
 
 
 class _LoopThread:
@@ -203,13 +204,15 @@ class LLMEngine:
         )
         return completion
 
-    async def structured(self, request: ChatRequest, model: type[BaseModel]) -> StructuredResult:
+    async def structured(
+        self, request: ChatRequest, model: type[BaseModel], *, lang: str = "en"
+    ) -> StructuredResult:
         """A reply validated against ``model``; re-asks with the error, at most ``max_reasks``.
 
         Raises StructuredOutputError with reason ``truncated``, ``invalid_json`` or
         ``schema_mismatch`` and the raw text when the reply still does not fit.
         """
-        schema, instruction = _schema_of(model)
+        schema, instruction = _schema_of(model, lang)
         messages = list(request.messages)
         if self.config.schema_in_prompt:
             last = messages[-1]
@@ -238,7 +241,7 @@ class LLMEngine:
                 messages = [
                     *messages,
                     {"role": "assistant", "content": completion.text},
-                    reask_message(failure),
+                    reask_message(failure, lang),
                 ]
         raise AssertionError("unreachable")  # pragma: no cover
 

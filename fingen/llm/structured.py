@@ -48,19 +48,28 @@ def parse_model(text: str, model: type[BaseModel]) -> BaseModel:
         raise ParseFailure("schema_mismatch", problems) from None
 
 
-def schema_instruction(schema: dict[str, Any]) -> str:
+_INSTRUCTION = {
+    "en": "Reply with only a JSON object that matches this JSON schema:\n",
+    "zh": "只回复一个符合以下 JSON Schema 的 JSON 对象，不要输出其他内容：\n",
+}
+_REASK = {
+    "en": "Your previous reply could not be used ({reason}: {detail}). "
+    "Reply again with only the corrected JSON object.",
+    "zh": "你上一次的回复无法使用（{reason}：{detail}）。请只回复修正后的 JSON 对象。",
+}
+
+
+def _lang(lang: str) -> str:
+    return "zh" if lang.lower().startswith("zh") else "en"
+
+
+def schema_instruction(schema: dict[str, Any], lang: str = "en") -> str:
     """A short instruction appended to the prompt so small models see the schema too."""
-    return "Reply with only a JSON object that matches this JSON schema:\n" + json.dumps(
-        schema, ensure_ascii=False, separators=(",", ":")
-    )
+    text = json.dumps(schema, ensure_ascii=False, separators=(",", ":"))
+    return _INSTRUCTION[_lang(lang)] + text
 
 
-def reask_message(failure: ParseFailure) -> dict[str, str]:
-    """The user message that asks the model to fix its previous reply."""
-    return {
-        "role": "user",
-        "content": (
-            f"Your previous reply could not be used ({failure.reason}: {failure.detail}). "
-            "Reply again with only the corrected JSON object."
-        ),
-    }
+def reask_message(failure: ParseFailure, lang: str = "en") -> dict[str, str]:
+    """The user message that asks the model to fix its previous reply (in ``lang``)."""
+    text = _REASK[_lang(lang)].format(reason=failure.reason, detail=failure.detail)
+    return {"role": "user", "content": text}

@@ -134,7 +134,7 @@ async def _run_one(task: LLMTask, item: Any, llm: LLMEngine) -> TaskResult:
     try:
         request = _request(task, item, llm)
         if task.response_model is not None:
-            structured = await llm.structured(request, task.response_model)
+            structured = await llm.structured(request, task.response_model, lang=task.lang)
             reply: Any = structured.value
             completion = structured.completion
         else:
