@@ -26,6 +26,6 @@ def shared_data() -> Path:
 @pytest.fixture
 def bag(monkeypatch: pytest.MonkeyPatch) -> object:
     """The hashed bag-of-words test embedder, registered as the 'bag' alias for this test."""
-    from tests.test_mining import register_bag
+    from tests.mining_fixtures import register_bag
 
     return register_bag(monkeypatch)

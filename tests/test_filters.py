@@ -10,7 +10,7 @@ import pytest
 from fingen.embed.index import ExactIndex
 from fingen.records import Qrel, Query, content_id
 from fingen.retrieval.filters import filter_queries, near_duplicates, round_trip
-from tests.test_mining import (
+from tests.mining_fixtures import (
     EXPLICIT,
     QUERIES,
     BagEmbedder,

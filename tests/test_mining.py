@@ -1,27 +1,18 @@
 """Indirect positives: candidates from the local space and the corpus, judged by an LLM
-(scripted server) or a CrossEncoder; the audit re-judges samples.
+(a fake-backend handler grading from a table) or a CrossEncoder; the audit re-judges samples.
 
-The helpers at the top (a bag-of-words embedder, a small financial corpus, run-directory
-writers and scripted judge rules) are shared by the other retrieval tests.
+The corpus, embedder and run helpers live in ``tests/mining_fixtures.py``.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import zlib
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 
-from fingen.config import PipelineConfig
-from fingen.embed.base import l2_normalize
-from fingen.llm.base import Completion
-from fingen.pipeline import RunResult, run_pipeline
-from fingen.records import Passage, Qrel, Query, content_id
+from fingen.llm.base import ChatRequest, Completion
+from fingen.records import Qrel
 from fingen.retrieval.audit import audit_run, wilson_interval
 from fingen.retrieval.judges import (
     Candidate,
@@ -31,173 +22,20 @@ from fingen.retrieval.judges import (
     Verdict,
 )
 from fingen.retrieval.mining import gather_candidates, judge_candidates, labeled_pairs
-from fingen.store import iter_jsonl
-from tests.scripted_server import ScriptedServer
-
-# --- helpers shared by the retrieval tests ---------------------------------------------------
-
-
-class BagEmbedder:
-    """Deterministic bag-of-words vectors (hashed words): overlapping texts are close."""
-
-    name = "bag"
-    dim = 256
-
-    def encode(
-        self,
-        texts: Sequence[str],
-        *,
-        kind: str = "passage",
-        batch_size: int | None = None,
-        show_progress: bool = False,
-    ) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in re.findall(r"[a-z0-9]+", text.lower()):
-                if len(word) > 2:
-                    out[row, zlib.crc32(word.encode()) % self.dim] += 1.0
-        return l2_normalize(out)
-
-
-def register_bag(monkeypatch: pytest.MonkeyPatch) -> BagEmbedder:
-    """Register the alias "bag" so pipelines can use ``embedder: {model: bag}``."""
-    from fingen.embed.models import EMBEDDERS
-
-    monkeypatch.setitem(EMBEDDERS, "bag", lambda **kw: BagEmbedder())
-    return BagEmbedder()
-
-
-DOCS = {
-    "acme": (
-        "Acme Corp 2023 Annual Report",
-        [
-            "Acme Corp reported total revenue of $5.2 billion in fiscal 2023, up 8% on 2022.",
-            "Revenue growth at Acme Corp came from higher cloud subscription sales in America.",
-            "Acme Corp's operating margin narrowed to 12% because of higher wage costs.",
-            "The board of Acme Corp approved a quarterly dividend of $0.40 per share.",
-        ],
-    ),
-    "beta": (
-        "Beta Bank 2023 Annual Report",
-        [
-            "Beta Bank's net interest income rose to $3.1 billion in 2023 as rates increased.",
-            "Beta Bank's loan loss provisions increased to $400 million on weaker credit.",
-            "Beta Bank kept its common equity tier 1 ratio at 13.5% at year end.",
-        ],
-    ),
-    "gamma": (
-        "Gamma Energy 2023 Report",
-        [
-            "Gamma Energy produced 420,000 barrels of oil equivalent per day in 2023.",
-            "Gamma Energy's capital expenditure totaled $2.5 billion on offshore projects.",
-            "Gamma Energy expects oil production to grow 3% in 2024.",
-        ],
-    ),
-}
-
-# (query text, level, doc, passage order of the direct label)
-QUERIES = [
-    ("What was Acme Corp's total revenue in fiscal 2023?", "sentence", "acme", 0),
-    ("What drove revenue growth at Acme Corp?", "sentence", "acme", 1),
-    ("How did Acme Corp's operating margin change and why?", "passage", "acme", 2),
-    ("What was Beta Bank's net interest income in 2023?", "sentence", "beta", 0),
-    ("What was Beta Bank's net interest income for 2023?", "sentence", "beta", 0),  # near-dup
-    ("How much oil did Gamma Energy produce per day in 2023?", "sentence", "gamma", 0),
-]
-
-
-def make_passages() -> list[Passage]:
-    out = []
-    for doc, (title, texts) in DOCS.items():
-        for i, text in enumerate(texts):
-            pid = content_id(doc, i, prefix="p-")
-            out.append(Passage(passage_id=pid, doc_id=doc, text=text, order=i, title=title))
-    return out
-
-
-def pid(doc: str, order: int) -> str:
-    return content_id(doc, order, prefix="p-")
-
-
-def make_queries() -> tuple[list[Query], list[Qrel]]:
-    queries, qrels = [], []
-    for text, level, doc, order in QUERIES:
-        q = Query(
-            query_id=content_id(text, level, prefix="q-"),
-            text=text,
-            level=level,  # type: ignore[arg-type]
-            source_passage_ids=[pid(doc, order)],
-            source_doc_ids=[doc],
-        )
-        queries.append(q)
-        qrels.append(Qrel(query_id=q.query_id, passage_id=pid(doc, order), kind="direct"))
-    return queries, qrels
-
-
-def qid(text: str) -> str:
-    level = next(lv for t, lv, _, _ in QUERIES if t == text)
-    return content_id(text, level, prefix="q-")
-
-
-def write_records(path: Path, records: Sequence[Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(r.model_dump_json() + "\n" for r in records), encoding="utf-8")
-
-
-def write_upstream(run_dir: Path) -> tuple[list[Passage], list[Query], list[Qrel]]:
-    """chunk.jsonl + bottom_up.queries/qrels.jsonl, as the upstream stages would leave them."""
-    passages = make_passages()
-    queries, qrels = make_queries()
-    write_records(run_dir / "chunk.jsonl", passages)
-    write_records(run_dir / "bottom_up.queries.jsonl", queries)
-    write_records(run_dir / "bottom_up.qrels.jsonl", qrels)
-    return passages, queries, qrels
-
-
-def judge_rules(table: dict[tuple[str, str], int], default: int = 0) -> list[dict[str, Any]]:
-    """Scripted-server rules answering judge JSON: (query substring, passage substring) -> grade."""
-    rules: list[dict[str, Any]] = []
-    for (q, p), score in table.items():
-        regex = re.escape(q) + r"[\s\S]*" + re.escape(p)
-        reply = {"rationale": f"graded {score} by rule", "score": score}
-        rules.append({"regex": regex, "action": {"json": reply}})
-    rules.append({"action": {"json": {"rationale": "unrelated", "score": default}}})
-    return rules
-
-
-# Acme revenue: the cloud-sales passage answers "what drove revenue" fully, the revenue figure
-# partly; everything else is unrelated.
-JUDGE_TABLE = {
-    ("What was Acme Corp's total revenue", "cloud subscription"): 1,
-    ("What drove revenue growth at Acme", "total revenue of $5.2"): 2,
-    ("How did Acme Corp's operating margin", "higher cloud subscription"): 1,
-}
-
-
-def run(
-    tmp_path: Path,
-    stages: list[dict[str, Any]],
-    *,
-    srv: ScriptedServer | None = None,
-    embedder: str = "bag",
-    lang: str = "en",
-) -> RunResult:
-    llm: dict[str, Any] = {"backend": "fake"}
-    if srv is not None:
-        llm = {"backend": "openai", "base_url": srv.base_url, "model": "judge-m", "backoff_s": 0.01}
-    config = PipelineConfig.model_validate(
-        {"name": "t", "lang": lang, "llm": llm, "embedder": {"model": embedder}, "stages": stages}
-    )
-    return run_pipeline(config, tmp_path / "run")
-
-
-def read(run_dir: Path, name: str, model: Any = None) -> list[Any]:
-    path = run_dir / f"{name}.jsonl"
-    return list(iter_jsonl(path, model)) if path.is_file() else []
-
-
-EXPLICIT = {"passages": "chunk", "queries": ["bottom_up.queries"], "qrels": ["bottom_up.qrels"]}
-
+from tests.llm_handlers import MALFORMED, Recorder, every_text, judge_table
+from tests.mining_fixtures import (
+    EXPLICIT,
+    JUDGE_TABLE,
+    QUERIES,
+    BagEmbedder,
+    make_passages,
+    make_queries,
+    pid,
+    qid,
+    read,
+    run,
+    write_upstream,
+)
 
 # --- candidates -----------------------------------------------------------------------------
 
@@ -253,7 +91,7 @@ def test_judge_task_renders_the_rubric_and_parses_a_grade() -> None:
         RelevanceReply(rationale="x", score=3)
 
 
-# --- the mine stage through the scripted server -----------------------------------------------
+# --- the mine stage on the fake backend -----------------------------------------------------
 
 
 def test_mine_stage_writes_mined_qrels_and_verified_negatives(
@@ -263,9 +101,9 @@ def test_mine_stage_writes_mined_qrels_and_verified_negatives(
     _, _, qrels = write_upstream(run_dir)
     direct = {(r.query_id, r.passage_id) for r in qrels}
     params = {**EXPLICIT, "global_top_k": 3, "max_candidates": 5}
-    with ScriptedServer(rules=judge_rules(JUDGE_TABLE)) as srv:
-        result = run(tmp_path, [{"stage": "mine", "params": params}], srv=srv)
-        judged = srv.count
+    judge = Recorder(judge_table(JUDGE_TABLE))
+    result = run(tmp_path, [{"stage": "mine", "params": params}], handler=judge)
+    judged = judge.count
     assert result.status == "complete"
     mined = read(run_dir, "mine.qrels", Qrel)
     negatives = read(run_dir, "mine.negatives", Qrel)
@@ -291,8 +129,7 @@ def test_threshold_two_keeps_partial_grades_apart(tmp_path: Path, bag: BagEmbedd
     run_dir = tmp_path / "run"
     write_upstream(run_dir)
     params = {**EXPLICIT, "global_top_k": 0, "threshold": 2}
-    with ScriptedServer(rules=judge_rules(JUDGE_TABLE)) as srv:
-        run(tmp_path, [{"stage": "mine", "params": params}], srv=srv)
+    run(tmp_path, [{"stage": "mine", "params": params}], handler=judge_table(JUDGE_TABLE))
     assert [r.score for r in read(run_dir, "mine.qrels", Qrel)] == [2]
     partial = read(run_dir, "mine.partial", Qrel)
     assert sorted(r.score for r in partial) == [1, 1]
@@ -302,11 +139,14 @@ def test_threshold_two_keeps_partial_grades_apart(tmp_path: Path, bag: BagEmbedd
 def test_unparseable_verdict_is_a_counted_failure(tmp_path: Path, bag: BagEmbedder) -> None:
     run_dir = tmp_path / "run"
     write_upstream(run_dir)
-    rules = [{"match": "Gamma Energy", "in": "any", "action": {"malformed": True}}]
-    rules += judge_rules({})
+    unrelated = judge_table({})
+
+    def judge(request: ChatRequest) -> object:
+        # every Gamma Energy pair (re-asks included) gets a reply that is no JSON at all
+        return MALFORMED if "Gamma Energy" in every_text(request) else unrelated(request)
+
     params = {**EXPLICIT, "global_top_k": 0, "levels": ["sentence"]}
-    with ScriptedServer(rules=rules) as srv:
-        result = run(tmp_path, [{"stage": "mine", "params": params}], srv=srv)
+    result = run(tmp_path, [{"stage": "mine", "params": params}], handler=judge)
     entry = result.stages["mine"]
     assert entry["failed"] == 2 and entry["inputs"] == entry["succeeded"] + entry["failed"]
     failures = read(run_dir, "mine.failures")
@@ -381,9 +221,8 @@ def test_audit_estimates_mined_precision_and_false_negative_rate(
 ) -> None:
     run_dir = tmp_path / "run"
     _, _, direct = write_upstream(run_dir)
-    with ScriptedServer(rules=judge_rules(JUDGE_TABLE)) as srv:
-        params = {**EXPLICIT, "local": False, "global_top_k": 2}
-        run(tmp_path, [{"stage": "mine", "params": params}], srv=srv)
+    params = {**EXPLICIT, "local": False, "global_top_k": 2}
+    run(tmp_path, [{"stage": "mine", "params": params}], handler=judge_table(JUDGE_TABLE))
     mined = read(run_dir, "mine.qrels", Qrel)
     assert len(mined) >= 2
     # the auditor disagrees with every mined label but the first

@@ -16,7 +16,7 @@ from fingen.retrieval.negatives import (
     hard_negatives_for_vectors,
     select_negatives,
 )
-from tests.test_mining import (
+from tests.mining_fixtures import (
     EXPLICIT,
     QUERIES,
     BagEmbedder,

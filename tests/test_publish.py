@@ -13,7 +13,7 @@ import yaml
 from fingen.errors import PublishError
 from fingen.export.hub import hub_tables, publish_run
 from fingen.report import load_run
-from tests.test_report import make_fixture_run
+from tests.report_fixtures import make_fixture_run
 
 TOKEN = "hf_FAKEtoken_0123456789abcdefSECRET"
 ALL_CONFIGS = {

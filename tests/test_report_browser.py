@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from fingen.report import summarize, write_report
-from tests.test_report import make_fixture_run, manifest_value
+from tests.report_fixtures import make_fixture_run, manifest_value
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 FLAGS = [
