@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from fingen.errors import TransportError
 from fingen.llm.base import ChatRequest, Completion, Usage
@@ -102,8 +102,8 @@ def every_text(request: ChatRequest) -> str:
 
 
 def reply(text: str, *, finish_reason: str = "stop", reasoning: str | None = None) -> Completion:
-    """A full completion (token counts as a server would report them)."""
-    usage = Usage(prompt_tokens=1, completion_tokens=len(text) // 4 + 1)
+    """A full completion; its completion tokens counted as the fake backend counts them."""
+    usage = Usage(completion_tokens=len(text) // 4)
     return Completion(text=text, reasoning=reasoning, finish_reason=finish_reason, usage=usage)
 
 
@@ -112,8 +112,9 @@ def truncated(text: str) -> Completion:
     return reply(text[: len(text) // 2], finish_reason="length")
 
 
-def refuse(message: str = "bad request") -> Any:
-    """Fail the request the way a backend does once the server keeps refusing it."""
+def refuse(message: str = "bad request") -> NoReturn:
+    """Fail the request as a backend does when the server refuses it (HTTP 400; the mapping
+    of HTTP statuses to errors is ``tests/test_llm_engine.py``'s business)."""
     raise TransportError(f"HTTP 400: {message}", status=400, attempts=1)
 
 

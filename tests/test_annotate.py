@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fingen.config import LLMConfig, PipelineConfig, StageConfig
-from fingen.llm import Completion, RowRejected, build_engine
+from fingen.llm import ChatRequest, Completion, RowRejected
 from fingen.pipeline import run_pipeline
 from fingen.reasoning.annotate import (
     AnnotateTask,
@@ -21,6 +21,7 @@ from fingen.reasoning.annotate import (
 from fingen.reasoning.extract import SENTIMENT, YES_NO
 from fingen.records import Failure, SFTRecord
 from fingen.store import iter_jsonl
+from tests.llm_handlers import Recorder, fake_engine, installed, last_user
 from tests.scripted_server import ScriptedServer
 
 TEXTS = {
@@ -32,6 +33,16 @@ POS = "<think>Profit up and a higher dividend are good news.</think>\n<answer>po
 NEG = "<think>A profit warning is bad news.</think>\n<answer>negative</answer>"
 NEU = "<think>In line means no change.</think>\n<answer>neutral</answer>"
 VAGUE = "It could be good or bad, hard to say."
+
+
+def _annotator(mapping: dict[str, str]) -> Recorder:
+    """A model answering each text of ``TEXTS`` with ``mapping[its key]``."""
+
+    def answer(request: ChatRequest) -> str:
+        prompt = last_user(request)
+        return next((reply for key, reply in mapping.items() if TEXTS[key] in prompt), "")
+
+    return Recorder(answer)
 
 
 def _rules(mapping: dict[str, str]) -> list[dict]:
@@ -82,22 +93,17 @@ def test_rows_without_text_are_failures() -> None:
     assert [f.reason for f in out[1:] if isinstance(f, Failure)] == ["no_text", "no_text"]
 
 
-def test_each_round_uses_its_own_endpoint(tmp_path: Path) -> None:
+def test_each_round_uses_its_own_endpoint() -> None:
     texts = [TextItem(k, v) for k, v in TEXTS.items()]
-    first = _rules({"t1": POS, "t2": VAGUE, "t3": NEU})
-    second = _rules({"t1": POS, "t2": NEG, "t3": NEU})
-    with ScriptedServer(rules=first) as s0, ScriptedServer(rules=second) as s1:
-        engines = [
-            build_engine(LLMConfig(backend="openai", base_url=s.base_url, model=m),
-                         cache_path=tmp_path / "cache.sqlite")
-            for s, m in ((s0, "v0"), (s1, "v1"))
-        ]  # fmt: skip
-        try:
-            results = list(annotate_rounds(texts, SENTIMENT, engines))
-        finally:
-            for e in engines:
-                e.close()
-        assert (s0.count, s1.count) == (3, 3)
+    first = _annotator({"t1": POS, "t2": VAGUE, "t3": NEU})
+    second = _annotator({"t1": POS, "t2": NEG, "t3": NEU})
+    engines = [fake_engine(first, model="v0"), fake_engine(second, model="v1")]
+    try:
+        results = list(annotate_rounds(texts, SENTIMENT, engines))
+    finally:
+        for e in engines:
+            e.close()
+    assert (first.count, second.count) == (3, 3)
     assert [(rnd, r.item_id, r.ok) for rnd, r in results] == [
         (0, "t1", True), (0, "t2", False), (0, "t3", True),
         (1, "t1", True), (1, "t2", True), (1, "t3", True),
@@ -110,17 +116,19 @@ def test_annotate_stage_writes_each_round_and_counts_dropped_outputs(tmp_path: P
     data = tmp_path / "texts.jsonl"
     rows = [{"id": k, "text": v} for k, v in TEXTS.items()] + [{"id": "t4", "text": ""}]
     data.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    first = _rules({"t1": POS, "t2": VAGUE, "t3": NEU})
+    # round 0 is the run's model (the fake backend); round 1 names another endpoint, which is
+    # an OpenAI-compatible server by definition (`base_url`), so it is the scripted one
+    first = _annotator({"t1": POS, "t2": VAGUE, "t3": NEU})
     second = _rules({"t1": POS, "t2": NEG, "t3": VAGUE})
-    with ScriptedServer(rules=first) as s0, ScriptedServer(rules=second) as s1:
+    with installed(first) as handler, ScriptedServer(rules=second) as s1:
         params = {"path": str(data), "rounds": [{}, {"base_url": s1.base_url, "model": "v1"}]}
         config = PipelineConfig(
             name="annotate_test",
-            llm=LLMConfig(backend="openai", base_url=s0.base_url, model="v0"),
+            llm=LLMConfig(backend="fake", model="v0", fake={"handler": handler}),
             stages=[StageConfig(stage="annotate", params=params)],
         )
         result = run_pipeline(config, tmp_path / "run")
-        assert (s0.count, s1.count) == (3, 3)
+        assert (first.count, s1.count) == (3, 3)
     entry = result.stages["annotate"]
     assert entry["inputs"] == 7 == entry["succeeded"] + entry["failed"]
     assert entry["failures_by_reason"] == {"unparseable": 2, "no_text": 1}

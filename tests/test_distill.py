@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 from fingen.config import LLMConfig, PipelineConfig, StageConfig
-from fingen.llm import Completion, Usage, build_engine
+from fingen.llm import ChatRequest, Completion, Usage, build_engine
 from fingen.pipeline import run_pipeline
 from fingen.reasoning.distill import DistillTask, SampleRequest, distill_samples, to_cot_sample
 from fingen.records import CoTSample, QAItem
 from fingen.store import iter_jsonl
+from tests.llm_handlers import Recorder, fake_engine, installed, last_user, refuse, truncated
 from tests.scripted_server import ScriptedServer
 
 ITEM = QAItem(
@@ -47,25 +48,28 @@ def test_prompt_is_fin_r1_style_without_system_message() -> None:
 
 def test_each_sample_is_its_own_request_and_a_rerun_pays_for_none(tmp_path: Path) -> None:
     other = ITEM.model_copy(update={"qa_id": "q2", "question": "What is 2 + 2?"})
-    with ScriptedServer(default={"content": COT}) as srv:
-        with engine(srv, tmp_path) as llm:
-            results = list(distill_samples([ITEM, other], llm, n=3))
-        assert srv.count == 6
-        assert {r["temperature"] for r in srv.requests} == {0.6}
-        assert all(r["messages"][0]["role"] == "user" for r in srv.requests)
-        samples = [s for r in results for s in r.records]
-        assert [(s.qa_id, s.sample_idx) for s in samples] == [
-            (q, i) for q in ("q1", "q2") for i in range(3)
-        ]
-        assert all(s.answer == "94" and s.finish_reason == "stop" for s in samples)
-        assert "5829 - 5735 = 94" in samples[0].reasoning and "boxed" not in samples[0].reasoning
-        with engine(srv, tmp_path) as llm:
-            again = list(distill_samples([ITEM, other], llm, n=3))
-        assert srv.count == 6  # every sample came from the cache
-        assert all(r.cached for r in again)
+    teacher = Recorder(lambda request: COT)
+    cache = tmp_path / "cache.sqlite"
+    with fake_engine(teacher, model="teacher", cache_path=cache) as llm:
+        results = list(distill_samples([ITEM, other], llm, n=3))
+    assert teacher.count == 6
+    assert {r.temperature for r in teacher.requests} == {0.6}
+    assert all(r.messages[0]["role"] == "user" for r in teacher.requests)
+    samples = [s for r in results for s in r.records]
+    assert [(s.qa_id, s.sample_idx) for s in samples] == [
+        (q, i) for q in ("q1", "q2") for i in range(3)
+    ]
+    assert all(s.answer == "94" and s.finish_reason == "stop" for s in samples)
+    assert "5829 - 5735 = 94" in samples[0].reasoning and "boxed" not in samples[0].reasoning
+    with fake_engine(teacher, model="teacher", cache_path=cache) as llm:
+        again = list(distill_samples([ITEM, other], llm, n=3))
+    assert teacher.count == 6  # every sample came from the cache
+    assert all(r.cached for r in again)
 
 
 def test_separate_reasoning_field_is_kept(tmp_path: Path) -> None:
+    # Through HTTP on purpose: the OpenAI client must carry `message.reasoning_content` into
+    # Completion.reasoning; no other test sends that field through fingen's client.
     action = {"content": "The answer is \\boxed{94}.", "reasoning": "5829 - 5735 = 94"}
     with ScriptedServer(default=action) as srv, engine(srv, tmp_path) as llm:
         [result] = list(distill_samples([ITEM], llm, n=1))
@@ -75,16 +79,16 @@ def test_separate_reasoning_field_is_kept(tmp_path: Path) -> None:
     assert sample.raw.startswith("<think>\n5829 - 5735 = 94\n</think>")
 
 
-def test_truncated_sample_is_kept_as_overlong_material(tmp_path: Path) -> None:
+def test_truncated_sample_is_kept_as_overlong_material() -> None:
     long_cot = "Let me think about the volume. " * 40 + "\\boxed{94}"
-    with ScriptedServer(default={"content": long_cot, "truncate": True}) as srv:
-        with engine(srv, tmp_path) as llm:
-            [result] = list(distill_samples([ITEM], llm, n=1, max_tokens=64))
+    teacher = Recorder(lambda request: truncated(long_cot))
+    with fake_engine(teacher, model="teacher") as llm:
+        [result] = list(distill_samples([ITEM], llm, n=1, max_tokens=64))
     assert result.ok and not result.failures
     [sample] = result.records
     assert sample.finish_reason == "length"
     assert sample.answer is None and sample.tokens > 0
-    assert srv.requests[0]["max_tokens"] == 64
+    assert teacher.requests[0].max_tokens == 64
 
 
 def test_to_cot_sample_splits_think_tags_and_ids_are_stable() -> None:
@@ -101,14 +105,19 @@ def test_distill_stage_writes_samples_and_counts_per_source(tmp_path: Path) -> N
     data = tmp_path / "qa.jsonl"
     rows = [{"question": f"What is {i} + 90?", "answer": str(i + 90)} for i in range(4)]
     data.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    rules = [
-        {"match": "What is 3 + 90", "action": {"content": "no idea " * 50, "truncate": True}},
-        {"match": "What is 2 + 90", "action": {"status": 400, "error": "bad request"}},
-    ]
-    with ScriptedServer(rules=rules, default={"content": "step\n\\boxed{91}"}) as srv:
+
+    def teacher(request: ChatRequest) -> object:
+        prompt = last_user(request)
+        if "What is 3 + 90" in prompt:
+            return truncated("no idea " * 50)
+        if "What is 2 + 90" in prompt:
+            refuse()  # the server refuses: a transport error, no retries
+        return "step\n\\boxed{91}"
+
+    with installed(teacher) as handler:
         config = PipelineConfig(
             name="distill_test",
-            llm=LLMConfig(backend="openai", base_url=srv.base_url, model="t", max_retries=0),
+            llm=LLMConfig(backend="fake", model="t", fake={"handler": handler}),
             stages=[
                 StageConfig(stage="qa_source", params={"source": "jsonl", "path": str(data),
                                                        "name": "mine", "limit": 4}),

@@ -1,4 +1,4 @@
-"""Fin-R1's filter end to end on scripted teacher outputs: verify, judge, route, DPO, rewards."""
+"""Fin-R1's filter end to end on a fake teacher's outputs: verify, judge, route, DPO, rewards."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from fingen.config import LLMConfig, PipelineConfig, StageConfig
+from fingen.llm.base import ChatRequest
+from fingen.llm.fake import schema_instance
 from fingen.pipeline import run_pipeline
 from fingen.reasoning.judge import CRITERIA
 from fingen.reasoning.preference import (
@@ -21,7 +23,7 @@ from fingen.reasoning.reward import accuracy_reward, format_reward
 from fingen.reasoning.route import format_completion, route_item
 from fingen.records import CoTSample, DPORecord, QAItem, RLRecord, SFTRecord
 from fingen.store import iter_jsonl
-from tests.scripted_server import ScriptedServer
+from tests.llm_handlers import installed, last_user, refuse, reply, truncated
 
 Q_NUM = "What was the change in payments volume from 2006 to 2007?"
 Q_YES = "Did net income increase in 2019?"
@@ -43,20 +45,26 @@ def _judgement(score: int) -> dict[str, Any]:
     return {c: {"reason": "checked", "score": score} for c in CRITERIA}
 
 
-RULES: list[dict[str, Any]] = [
-    # teacher: four different samples for the numeric question, in turn
-    {"match": f"Question: {Q_NUM}\n\nPlease reason", "per_prompt": True, "actions": [
-        {"content": CORRECT}, {"content": WRONG}, {"content": TRUNCATED, "truncate": True},
-        {"content": REPETITIVE},
-    ]},
-    {"match": f"Question: {Q_YES}\n\nPlease reason", "action": {"content": YES_COT}},
-    {"match": f"Question: {Q_TEXT}\n\nPlease reason", "action": {"content": TEXT_COT}},
+NUM_SAMPLES = [reply(CORRECT), reply(WRONG), truncated(TRUNCATED), reply(REPETITIVE)]
+
+
+def cot_model(request: ChatRequest) -> Any:
+    """Teacher and judges of the filter, answering from the prompt."""
+    prompt = last_user(request)
+    # teacher: four different samples for the numeric question, one per sample index
+    if f"Question: {Q_NUM}\n\nPlease reason" in prompt:
+        return NUM_SAMPLES[request.sample_idx % len(NUM_SAMPLES)]
+    if f"Question: {Q_YES}\n\nPlease reason" in prompt:
+        return YES_COT
+    if f"Question: {Q_TEXT}\n\nPlease reason" in prompt:
+        return TEXT_COT
     # round 1 judge (only the free-text answer reaches it): wrong
-    {"match": "Candidate's final answer", "action": {"json": {"reason": "other cause", "correct": 0}}},
+    if "Candidate's final answer" in prompt:
+        return {"reason": "other cause", "correct": 0}
     # round 2 judge: the yes/no reasoning fails, everything else passes
-    {"regex": f"{Q_YES}[\\s\\S]*Reasoning to review", "action": {"json": _judgement(0)}},
-    {"match": "Reasoning to review", "action": {"json": _judgement(1)}},
-]  # fmt: skip
+    if "Reasoning to review" in prompt:
+        return _judgement(0 if Q_YES in prompt.rpartition("Reasoning to review")[0] else 1)
+    return schema_instance(request.json_schema) if request.json_schema else "{}"
 
 
 def _items_file(tmp_path: Path) -> Path:
@@ -70,7 +78,7 @@ def _items_file(tmp_path: Path) -> Path:
     return path
 
 
-def _pipeline(base_url: str, data: Path) -> PipelineConfig:
+def _pipeline(handler: str, data: Path) -> PipelineConfig:
     fields = {"context_field": "context", "answer_type_field": "type"}
     stages = [
         ("qa_source", {"source": "jsonl", "path": str(data), "name": "demo", "fields": fields}),
@@ -82,8 +90,8 @@ def _pipeline(base_url: str, data: Path) -> PipelineConfig:
         ("export_training", {"items": "qa_source", "with_meta": True}),
     ]
     return PipelineConfig(
-        name="cot_scripted",
-        llm=LLMConfig(backend="openai", base_url=base_url, model="teacher", concurrency=1),
+        name="cot_fake",
+        llm=LLMConfig(backend="fake", model="teacher", concurrency=1, fake={"handler": handler}),
         stages=[StageConfig(stage=s, params=p) for s, p in stages],
     )
 
@@ -91,8 +99,8 @@ def _pipeline(base_url: str, data: Path) -> PipelineConfig:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("cot")
-    with ScriptedServer(rules=RULES) as srv:
-        result = run_pipeline(_pipeline(srv.base_url, _items_file(tmp)), tmp / "run")
+    with installed(cot_model) as handler:
+        result = run_pipeline(_pipeline(handler, _items_file(tmp)), tmp / "run")
     assert result.status == "complete"
     return result
 
@@ -240,14 +248,17 @@ def test_shipped_pipelines_run_on_real_data_with_the_fake_backend(
 
 
 def test_a_failed_judge_keeps_the_sample_undecided_and_counts_the_failure(tmp_path: Path) -> None:
-    rules = [
-        {"match": "Candidate's final answer", "action": {"status": 400, "error": "no"}},
-        {"match": "Please reason", "action": {"content": TEXT_COT}},
-    ]
-    with ScriptedServer(rules=rules) as srv:
-        config = _pipeline(srv.base_url, _items_file(tmp_path))
+    def model(request: ChatRequest) -> Any:
+        prompt = last_user(request)
+        if "Candidate's final answer" in prompt:
+            refuse("no")  # the answer judge's requests fail at the transport
+        if "Please reason" in prompt:
+            return TEXT_COT
+        return schema_instance(request.json_schema) if request.json_schema else "{}"
+
+    with installed(model) as handler:
+        config = _pipeline(handler, _items_file(tmp_path))
         config = config.model_copy(update={"stages": config.stages[:3]})
-        config.llm.max_retries = 0
         result = run_pipeline(config, tmp_path / "run")
     verify = result.stages["verify"]
     assert verify["inputs"] == 12 == verify["succeeded"] and verify["failed"] == 0

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 from fingen.config import LLMConfig, PipelineConfig, StageConfig
-from fingen.llm import build_engine
 from fingen.pipeline import run_pipeline
 from fingen.reasoning.synthesize import SynthQA, SynthSource, check_program, synthesize_items
 from fingen.records import Passage, QAItem
 from fingen.store import iter_jsonl
-from tests.scripted_server import ScriptedServer
+from tests.llm_handlers import Recorder, fake_engine, installed
 
 TEXT = (
     "Visa reported payments volume of $5,829 billion in 2007, up from $5,735 billion in 2006. "
@@ -59,14 +58,11 @@ def test_table_sources_run_table_ops() -> None:
     assert check_program(wrong_row, src)[0] == "program_invalid"
 
 
-def test_only_checked_questions_become_items(tmp_path: Path) -> None:
-    reply = {"items": [GOOD, MISMATCH, INVALID, SPAN]}
-    cfg = LLMConfig(backend="openai", base_url="http://x", model="m")
-    with ScriptedServer(default={"json": reply}) as srv:
-        cfg = cfg.model_copy(update={"base_url": srv.base_url})
-        with build_engine(cfg, cache_path=tmp_path / "c.sqlite") as llm:
-            [result] = list(synthesize_items([SynthSource.from_passage(PASSAGE)], llm, n=4))
-        prompt = srv.requests[0]["messages"][-1]["content"]
+def test_only_checked_questions_become_items() -> None:
+    model = Recorder(lambda request: {"items": [GOOD, MISMATCH, INVALID, SPAN]})
+    with fake_engine(model, model="m") as llm:
+        [result] = list(synthesize_items([SynthSource.from_passage(PASSAGE)], llm, n=4))
+    prompt = model.requests[0].messages[-1]["content"]
     assert "Write 4 question(s)" in prompt and "$5,829 billion" in prompt
     assert "table_sum" not in prompt  # no table in a plain passage
     assert result.ok
@@ -81,11 +77,10 @@ def test_only_checked_questions_become_items(tmp_path: Path) -> None:
 def test_synthesize_stage_counts_kept_and_rejected_questions(tmp_path: Path) -> None:
     doc = tmp_path / "visa.txt"
     doc.write_text(TEXT, encoding="utf-8")
-    reply = {"items": [GOOD, MISMATCH, UNGROUNDED]}
-    with ScriptedServer(default={"json": reply}) as srv:
+    with installed(lambda request: {"items": [GOOD, MISMATCH, UNGROUNDED]}) as handler:
         config = PipelineConfig(
             name="synth",
-            llm=LLMConfig(backend="openai", base_url=srv.base_url, model="m"),
+            llm=LLMConfig(backend="fake", model="m", fake={"handler": handler}),
             stages=[
                 StageConfig(stage="ingest", params={"paths": [str(doc)]}),
                 StageConfig(stage="chunk"),

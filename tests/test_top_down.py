@@ -1,5 +1,5 @@
 """Top-down topic queries: parsing and checks, grounding, and an end-to-end mini pipeline
-(ingest -> chunk -> bottom_up -> titles -> topics -> top_down) against the scripted server."""
+(ingest -> chunk -> bottom_up -> titles -> topics -> top_down) on the fake backend."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ import re
 import zlib
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from fingen.config import PipelineConfig
-from fingen.llm.base import Completion
+from fingen.llm.base import ChatRequest, Completion
+from fingen.llm.fake import Handler
 from fingen.llm.tasks import RowRejected
 from fingen.pipeline import run_pipeline
-from fingen.records import Document, Failure, Passage, Qrel, Query, content_id
+from fingen.records import Document, Failure, Passage, Qrel, Query, TopicCluster, content_id
 from fingen.retrieval.bottom_up import numbered_sentences
-from fingen.retrieval.titles import clean_title
-from fingen.records import TopicCluster
 from fingen.retrieval.grounding import (
     GroundJudgeTask,
     GroundPair,
@@ -27,9 +27,10 @@ from fingen.retrieval.grounding import (
     attach_grounding,
     rank_candidates,
 )
+from fingen.retrieval.titles import clean_title
 from fingen.retrieval.top_down import TopDownReply, TopDownTask, TopicItem, split_cluster
 from fingen.store import iter_jsonl
-from tests.scripted_server import ScriptedServer
+from tests.llm_handlers import fake_llm, installed, last_user, refuse
 
 DONE = Completion(text="{}")
 
@@ -197,16 +198,21 @@ TOPIC_REPLY = {
 }
 
 
-def _rules(
+def _first(pairs: list[tuple[str, Any]], prompt: str) -> Any:
+    """The value of the first (snippet, value) pair whose snippet is in the prompt, else None."""
+    return next((value for snippet, value in pairs if snippet in prompt), None)
+
+
+def _model(
     docs: list[Document], headlines: list[str], passages: list[Passage], zero_docs: set[str]
-) -> list[dict]:
+) -> Handler:
     """Titles per document, bottom-up replies per passage built from its own text, and a judge
     that scores every passage of ``zero_docs`` 0 and any other 2."""
-    rules: list[dict] = []
-    for i, doc in enumerate(docs):
-        title = "Hengshun raises prices" if i == 0 else headlines[i]  # doc 0: wrong language
-        snippet = re.escape(doc.text.strip()[:12])
-        rules.append({"match": "中文标题", "regex": snippet, "action": {"json": {"title": title}}})
+    titles = [
+        (doc.text.strip()[:12], "Hengshun raises prices" if i == 0 else headlines[i])
+        for i, doc in enumerate(docs)  # doc 0: wrong language
+    ]
+    bottom_up = []
     for k, p in enumerate(passages):
         s0 = numbered_sentences(p)[0]["text"]
         sentence = {
@@ -219,36 +225,39 @@ def _rules(
             "sentence_queries": [sentence] + ([bad] if k == 0 else []),
             "passage_queries": [{"question": f"第{k}段反映的公司经营状况如何？"}],
         }
-        rules.append(
-            {"match": "句子级问题", "regex": re.escape(f"[0] {s0}"), "action": {"json": reply}}
-        )
-        if p.doc_id in zero_docs:
-            zero = {"json": {"rationale": "无关", "score": 0}}
-            rules.append({"match": "请打分", "regex": re.escape(p.text[:20]), "action": zero})
-    rules += [
-        {"match": "主题级问题", "action": {"json": TOPIC_REPLY}},
-        {
-            "match": "哪一个行业",
-            "regex": re.escape(docs[5].text.strip()[:12]),
-            "action": {"json": {"industry": "Banks"}},
-        },
-        {"match": "哪一个行业", "action": {"json": {"industry": "银行"}}},
-        {"match": "请打分", "action": {"json": {"rationale": "包含相关数据", "score": 2}}},
-    ]
-    return rules
+        bottom_up.append((f"[0] {s0}", reply))
+    zero = [p.text[:20] for p in passages if p.doc_id in zero_docs]
+    banks = docs[5].text.strip()[:12]
+
+    def answer(request: ChatRequest) -> Any:
+        prompt = last_user(request)
+        if "中文标题" in prompt and (title := _first(titles, prompt)) is not None:
+            return {"title": title}
+        if "句子级问题" in prompt and (reply := _first(bottom_up, prompt)) is not None:
+            return reply
+        if "请打分" in prompt and any(text in prompt for text in zero):
+            return {"rationale": "无关", "score": 0}
+        if "主题级问题" in prompt:
+            return TOPIC_REPLY
+        if "哪一个行业" in prompt:
+            return {"industry": "Banks" if banks in prompt else "银行"}
+        if "请打分" in prompt:
+            return {"rationale": "包含相关数据", "score": 2}
+        refuse("no reply scripted for this prompt")
+
+    return answer
 
 
-def _config(server: ScriptedServer, stages: list[dict]) -> PipelineConfig:
+def _config(handler: str, stages: list[dict]) -> PipelineConfig:
     return PipelineConfig.model_validate(
         {
             "name": "mini",
             "lang": "zh",
-            "llm": {"backend": "openai", "base_url": server.base_url, "model": "scripted",
-                    "concurrency": 4, "max_reasks": 0, "max_retries": 0},
+            "llm": fake_llm(handler, model="mini-m", concurrency=4, max_reasks=0, max_retries=0),
             "embedder": {"model": "e5"},
             "stages": stages,
         }
-    )  # fmt: skip
+    )
 
 
 def _read(run: Path, name: str, model: type) -> list:
@@ -280,15 +289,14 @@ def test_mini_pipeline_end_to_end(shared_data: Path, tmp_path: Path) -> None:
         {"stage": "topics", "id": "topics_llm", "params": {"by": ["industry"], "industry": "llm"}},
     ]
     run = tmp_path / "run"
-    with ScriptedServer() as server:
-        assert run_pipeline(_config(server, base), run).status == "complete"
-        docs = _read(run, "ingest", Document)
-        passages = _read(run, "chunk", Passage)
-        headlines = [r["response"].split("｜")[0] for r in rows]
-        zero_docs = {docs[0].doc_id, docs[1].doc_id, docs[5].doc_id}
-        rules = _rules(docs, headlines, passages, zero_docs)
-        server.set_script(rules=rules, default={"status": 400})
-        result = run_pipeline(_config(server, base + rest), run)
+    with installed(lambda request: refuse("ingest and chunk ask no model")) as handler:
+        assert run_pipeline(_config(handler, base), run).status == "complete"
+    docs = _read(run, "ingest", Document)
+    passages = _read(run, "chunk", Passage)
+    headlines = [r["response"].split("｜")[0] for r in rows]
+    zero_docs = {docs[0].doc_id, docs[1].doc_id, docs[5].doc_id}
+    with installed(_model(docs, headlines, passages, zero_docs)) as handler:
+        result = run_pipeline(_config(handler, base + rest), run)
     assert result.status == "complete", result.manifest
     st = result.stages
     assert st["ingest"]["resumed"] and st["chunk"]["resumed"]
@@ -331,7 +339,7 @@ def test_mini_pipeline_end_to_end(shared_data: Path, tmp_path: Path) -> None:
     assert len(td_q) == 3 and all(zero_docs.isdisjoint(q.source_passage_ids) for q in td_q)
     queries = {q.query_id: q for q in td_q}
     assert all(r.query_id in queries and r.passage_id in by_id for r in td_r + negatives)
-    assert all(r.kind == "judged" and r.score == 2 and r.judge == "scripted" for r in td_r)
+    assert all(r.kind == "judged" and r.score == 2 and r.judge == "mini-m" for r in td_r)
     assert all(r.kind == "negative" and by_id[r.passage_id].doc_id in zero_docs for r in negatives)
     for q in td_q:
         assert q.level == "topic" and len(q.source_doc_ids) >= 2 and q.source_passage_ids
