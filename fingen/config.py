@@ -35,8 +35,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+#: Embedders that only know English (choosing one for ``lang: zh`` is an error).
+ENGLISH_ONLY_EMBEDDERS = frozenset({"minilm", "all-minilm-l6-v2"})
+
+
 class EmbedderConfig(_Strict):
-    model: str = Field("minilm", description="'minilm', 'e5' or a sentence-transformers path")
+    model: str | None = Field(
+        None,
+        description="'minilm', 'e5' or a sentence-transformers path "
+        "(default: minilm for en, e5 (multilingual) for zh)",
+    )
     batch_size: int = Field(64, ge=1)
     device: str = "cpu"
     cache: bool = True
@@ -50,6 +58,12 @@ class StageConfig(_Strict):
         description="unique name of this step (default: the stage type)",
     )
     params: dict[str, Any] = Field(default_factory=dict)
+    model: str | None = Field(
+        None, description="the model this stage uses: 'default' (llm) or a name from models"
+    )
+    judge_model: str | None = Field(
+        None, description="the model of the stage's judging step (default: models.judge)"
+    )
 
     @property
     def key(self) -> str:
@@ -62,6 +76,10 @@ class PipelineConfig(_Strict):
     lang: Literal["en", "zh"] = "en"
     prompts_dir: str | None = None
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="named models (judge, teacher, ...): each inherits every key of llm",
+    )
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     stages: list[StageConfig] = Field(min_length=1)
     _source_dir: Path | None = PrivateAttr(None)  # folder of the YAML file, for relative paths
@@ -75,6 +93,54 @@ class PipelineConfig(_Strict):
         beside = self._source_dir / p
         return beside if beside.exists() else p
 
+    def model_names(self) -> list[str]:
+        """``default`` (the ``llm`` block) and every name in ``models``."""
+        return ["default", *self.models]
+
+    def model_config_for(self, name: str) -> LLMConfig:
+        """The LLM config of model ``name``: ``llm`` deep-merged with ``models[name]``.
+
+        Raises:
+            ConfigError: an unknown name, or an invalid merged config (naming the key).
+        """
+        if name == "default":
+            return self.llm
+        if name not in self.models:
+            known = ", ".join(self.model_names())
+            raise ConfigError(f"unknown model '{name}'; known models: {known}", where="models")
+        merged = _deep_merge(self.llm.model_dump(exclude_unset=False), self.models[name])
+        try:
+            return LLMConfig.model_validate(merged)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, f"models.{name}")) from None
+
+    @model_validator(mode="after")
+    def _resolve(self) -> PipelineConfig:
+        if self.embedder.model is None:
+            self.embedder.model = "e5" if self.lang == "zh" else "minilm"
+        elif self.lang == "zh" and self.embedder.model.lower() in ENGLISH_ONLY_EMBEDDERS:
+            raise ValueError(
+                f"embedder.model '{self.embedder.model}' is English-only but lang is 'zh': "
+                "use embedder.model: e5 (multilingual) or another multilingual model"
+            )
+        for name, override in self.models.items():
+            if name == "default":
+                raise ValueError("models: 'default' is the llm block itself; pick another name")
+            if "budget" in override:
+                raise ValueError(
+                    f"models.{name}.budget: budgets span all models of a run; set llm.budget"
+                )
+            self.model_config_for(name)
+        for s in self.stages:
+            for field in ("model", "judge_model"):
+                value = getattr(s, field)
+                if value is not None and value not in self.model_names():
+                    known = ", ".join(self.model_names())
+                    raise ValueError(
+                        f"stage '{s.key}': {field} '{value}' is not a model; known: {known}"
+                    )
+        return self
+
     @model_validator(mode="after")
     def _unique_ids(self) -> PipelineConfig:
         seen: set[str] = set()
@@ -85,13 +151,23 @@ class PipelineConfig(_Strict):
         return self
 
 
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """One readable line per problem: the dotted location, then the message."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         loc = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = f"unknown key '{err['loc'][-1]}'"
             loc = ".".join([prefix] + [str(p) for p in err["loc"][:-1]]).strip(".") or "top level"

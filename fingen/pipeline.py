@@ -22,6 +22,14 @@ from fingen.errors import BudgetExceeded, ConfigError
 from fingen.fingerprint import stage_fingerprint
 from fingen.manifest import summary_rows, totals, versions
 from fingen.redact import redact, redacted_config
+from fingen.resources import (
+    Resources,
+    budget_entry,
+    carried_budget,
+    model_entry,
+    self_judged,
+    stage_models,
+)
 from fingen.run import OutputFile
 from fingen.stages.base import (
     Progress,
@@ -133,63 +141,11 @@ class RunResult:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-class _LazyEmbedder:
-    """Loads the run's embedder on first use, so stages that never encode never load it."""
-
-    def __init__(self, load: Callable[[], Any]) -> None:
-        self._load, self._model = load, None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._model is None:
-            self._model = self._load()
-        return getattr(self._model, name)
-
-
-class _Resources:
-    """The LLM engine and the embedder, created on first use and closed at the end."""
-
-    def __init__(self, config: PipelineConfig, store: Any) -> None:
-        self.config, self.store = config, store
-        self.engine: Any = None
-        self.embedder = _LazyEmbedder(self._load_embedder)
-
-    def llm(self, stage_key: str) -> Any:
-        if self.engine is None:
-            from fingen.llm.engine import build_engine
-
-            self.engine = build_engine(self.config.llm, cache_path=self.store.llm_cache_path)
-        return self.engine.for_stage(stage_key)
-
-    def _load_embedder(self) -> Any:
-        from fingen.embed.models import load_embedder
-
-        ec = self.config.embedder
-        return load_embedder(
-            ec.model,
-            batch_size=ec.batch_size,
-            device=ec.device,
-            cache_path=self.store.embed_cache_path if ec.cache else None,
-        )
-
-    def get_embedder(self) -> Any:
-        return self.embedder
-
-    def stage_usage(self, key: str) -> dict[str, Any] | None:
-        return None if self.engine is None else self.engine.stage_usage().get(key)
-
-    def stage_prompts(self, key: str) -> dict[str, str]:
-        return {} if self.engine is None else self.engine.stage_prompts().get(key, {})
-
-    def close(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-
-
 def _context(
     config: PipelineConfig,
     index: int,
     store: Any,
-    resources: _Resources,
+    resources: Resources,
     specs: list[StageSpec],
     make_progress: Callable[[str, int | None], Progress] | None = None,
 ) -> StageContext:
@@ -207,6 +163,7 @@ def _context(
         make_progress=make_progress or (lambda d, t: Progress()),
         spec=specs[index],
         upstream=upstream,
+        models=stage_models(config, index, specs[index]),
     )
 
 
@@ -229,7 +186,8 @@ def run_pipeline(
         raise ConfigError("folder not found", where=f"prompts_dir: {config.prompts_dir}")
     set_prompt_dir(prompts_dir)
     prompts_digest = templates_digest()
-    previous = store.load_manifest().get("stages", {})
+    previous_manifest = store.load_manifest()
+    previous = previous_manifest.get("stages", {})
     manifest: dict[str, Any] = {
         "pipeline": config.name,
         "run_dir": str(store.root),
@@ -238,10 +196,11 @@ def run_pipeline(
         "config": redacted_config(config),
         "versions": versions(),
         "llm": {"backend": config.llm.backend, "model": config.llm.model or config.llm.local.model},
+        "models": {name: model_entry(config, name) for name in config.model_names()},
         "embedder": config.embedder.model,
         "stages": {},
     }
-    resources = _Resources(config, store)
+    resources = Resources(config, store, carried_budget(config, previous_manifest))
     fingerprints: list[str] = []
     status = "complete"
     t_run = time.perf_counter()
@@ -282,8 +241,12 @@ def run_pipeline(
                 entry["kinds"] = kinds
                 if replaces:
                     entry["replaces"] = replaces
-                if (usage := resources.stage_usage(sc.key)) is not None:
-                    entry["usage"] = usage
+                usage, by_model = resources.stage_usage(sc.key)
+                if usage is not None:
+                    entry["usage"], entry["usage_by_model"] = usage, by_model
+                    entry["models"] = {r: n for r, n in ctx.models.items() if n in by_model}
+                    if judge := self_judged(config, specs[i], manifest["stages"], entry):
+                        entry["self_judged"] = judge
                 if prompts := resources.stage_prompts(sc.key):
                     entry["prompts"] = prompts
                 manifest["stages"][sc.key] = entry
@@ -300,6 +263,7 @@ def run_pipeline(
         manifest["wall_s"] = round(time.perf_counter() - t_run, 3)
         manifest["prompts"] = _prompts(manifest["stages"])
         manifest["totals"] = totals(manifest["stages"])
+        manifest["budget"] = budget_entry(resources.budget)
         store.save_manifest(manifest)
     _finalize(config, params, store, resources, specs, manifest)
     return RunResult(store.root, manifest, status, manifest["stages"])
@@ -317,7 +281,7 @@ def _finalize(
     config: PipelineConfig,
     params: list[Any],
     store: Any,
-    resources: _Resources,
+    resources: Resources,
     specs: list[StageSpec],
     manifest: dict[str, Any],
 ) -> None:

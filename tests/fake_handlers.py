@@ -129,7 +129,7 @@ def demo(request: ChatRequest) -> Any:
     if name == "ReasoningJudgement":
         schema = request.json_schema
         scores = {k: {"reason": "checked", "score": 1} for k in schema.get("properties", {})}
-        if stable_int(prompt) % 3 == 0:
+        if prompt.count("again") > 3:  # the long, repetitive samples
             scores["low_repetition"] = {"reason": "repeats itself", "score": 0}
         return scores
     return schema_instance(request.json_schema)

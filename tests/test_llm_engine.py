@@ -171,16 +171,20 @@ def test_budget_stops_cleanly_and_keeps_finished_results(tmp_path: Path) -> None
     }
     with ScriptedServer(default=body) as srv:
         cfg = {
-            "budget": BudgetConfig(max_tokens=250),
+            "budget": BudgetConfig(max_tokens=350),
             "concurrency": 1,
+            "max_tokens": 40,
             "prices": PricesConfig(input_per_mtok=1.0, output_per_mtok=2.0),
         }
         with engine_for(srv, tmp_path, **cfg) as engine:
             done = []
-            with pytest.raises(BudgetExceeded):
+            with pytest.raises(BudgetExceeded, match="llm.budget.max_tokens"):
                 for r in run_task(EchoTask(), range(10), engine, window=1):
                     done.append(r)
+            # each request holds its worst case (~60 prompt + 40) before it is sent: the 4th
+            # would pass 350, so it is never sent
             assert len(done) == 3 and srv.count == 3
+            assert engine.budget.spent_tokens == 300 <= 350
             assert engine.meter.cost == pytest.approx(3 * (60 * 1.0 + 40 * 2.0) / 1e6)
 
 

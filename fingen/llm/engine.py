@@ -12,6 +12,7 @@ import concurrent.futures
 import contextvars
 import functools
 import threading
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from fingen.errors import BudgetExceeded, StructuredOutputError
+from fingen.errors import StructuredOutputError
 from fingen.llm.base import Backend, ChatRequest, Completion
+from fingen.llm.budget import Budget, estimate_tokens
 from fingen.llm.cache import RequestCache, request_key
 from fingen.llm.config import BudgetConfig, LLMConfig, PricesConfig
 from fingen.llm.structured import ParseFailure, parse_model, reask_message, schema_instruction
@@ -45,6 +47,7 @@ class UsageMeter:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
+    llm_s: float = 0.0  # time with at least one request in flight
     parent: UsageMeter | None = field(default=None, repr=False)
 
     def add(self, **amounts: float) -> None:
@@ -63,6 +66,7 @@ class UsageMeter:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost": round(self.cost, 6),
+            "llm_s": round(self.llm_s, 3),
         }
 
 
@@ -101,6 +105,7 @@ class LLMEngine:
         *,
         cache: RequestCache | None = None,
         meter: UsageMeter | None = None,
+        budget: Budget | None = None,
         _loop: _LoopThread | None = None,
         _root: LLMEngine | None = None,
         _stage: str = "",
@@ -110,6 +115,11 @@ class LLMEngine:
         self.cache = cache
         self.meter = meter or UsageMeter()
         self._root = _root or self
+        self.budget: Budget = (
+            _root.budget if _root is not None else budget or Budget(**_limits(config))
+        )
+        self._in_flight = 0
+        self._busy_since = 0.0
         self._loop = _loop or _LoopThread()
         self._stage_meters: dict[str, UsageMeter] = {} if _root is None else _root._stage_meters
         self._prompts: dict[str, dict[str, str]] = {} if _root is None else _root._prompts
@@ -152,6 +162,11 @@ class LLMEngine:
             _stage=name,
         )
 
+    def live(self) -> dict[str, Any]:
+        """What the backend is doing now (queue, tokens/s) when it can tell; else {}."""
+        live = getattr(self.backend, "live", None)
+        return live() if callable(live) else {}
+
     def note_prompts(self, prompts: dict[str, str]) -> None:
         """Record the templates (name -> sha256) a task of this view's stage renders."""
         self._prompts.setdefault(self.stage, {}).update(prompts)
@@ -161,25 +176,29 @@ class LLMEngine:
         return {stage: dict(sorted(p.items())) for stage, p in self._prompts.items()}
 
     # -- budget -------------------------------------------------------------------------
-    def _check_budget(self) -> None:
-        budget: BudgetConfig | None = self.config.budget
-        if budget is None:
-            return
-        total = self._root.meter
-        tokens = total.prompt_tokens + total.completion_tokens
-        if budget.max_tokens is not None and tokens >= budget.max_tokens:
-            raise BudgetExceeded("tokens", tokens, budget.max_tokens)
-        if budget.max_cost is not None and total.cost >= budget.max_cost:
-            raise BudgetExceeded("cost", total.cost, budget.max_cost)
-
-    def _cost(self, completion: Completion) -> float:
+    def _price(self, prompt_tokens: int, completion_tokens: int) -> float:
         prices: PricesConfig | None = self.config.prices
         if prices is None:
             return 0.0
-        u = completion.usage
         return (
-            u.prompt_tokens * prices.input_per_mtok + u.completion_tokens * prices.output_per_mtok
+            prompt_tokens * prices.input_per_mtok + completion_tokens * prices.output_per_mtok
         ) / 1e6
+
+    def _cost(self, completion: Completion) -> float:
+        u = completion.usage
+        return self._price(u.prompt_tokens, u.completion_tokens)
+
+    def _enter(self) -> None:
+        root = self._root
+        if root._in_flight == 0:
+            root._busy_since = time.perf_counter()
+        root._in_flight += 1
+
+    def _leave(self) -> None:
+        root = self._root
+        root._in_flight -= 1
+        if root._in_flight == 0:
+            self.meter.add(llm_s=time.perf_counter() - root._busy_since)
 
     # -- requests -----------------------------------------------------------------------
     async def chat(self, request: ChatRequest) -> Completion:
@@ -190,17 +209,27 @@ class LLMEngine:
             if hit is not None:
                 self.meter.add(cached=1)
                 return hit
-        self._check_budget()
+        prompt = sum(estimate_tokens(m.get("content", "")) for m in request.messages)
+        held = self.budget.reserve(
+            prompt + request.max_tokens, self._price(prompt, request.max_tokens)
+        )
         self.meter.add(requests=1)
         _CURRENT_METER.set(self.meter)
-        completion = await self.backend.complete(request)
+        self._enter()
+        try:
+            completion = await self.backend.complete(request)
+        except BaseException:
+            self.budget.settle(held)
+            raise
+        finally:
+            self._leave()
+        u = completion.usage
+        cost = self._cost(completion)
+        self.budget.settle(held, u.prompt_tokens + u.completion_tokens, cost)
         if self.cache is not None:
             self.cache.put(key, completion)
-        u = completion.usage
         self.meter.add(
-            prompt_tokens=u.prompt_tokens,
-            completion_tokens=u.completion_tokens,
-            cost=self._cost(completion),
+            prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, cost=cost
         )
         return completion
 
@@ -274,12 +303,22 @@ class LLMEngine:
         self.close()
 
 
-def build_engine(config: LLMConfig, *, cache_path: str | Path | None = None) -> LLMEngine:
-    """Create the backend named by ``config.backend`` and wrap it in an engine."""
+def _limits(config: LLMConfig) -> dict[str, Any]:
+    b: BudgetConfig | None = config.budget
+    return {} if b is None else {"max_tokens": b.max_tokens, "max_cost": b.max_cost}
+
+
+def build_engine(
+    config: LLMConfig, *, cache_path: str | Path | None = None, budget: Budget | None = None
+) -> LLMEngine:
+    """Create the backend named by ``config.backend`` and wrap it in an engine.
+
+    ``budget`` is shared by the engines of one run (default: ``config.budget`` alone).
+    """
     from fingen.llm.registry import create_backend
 
     backend = create_backend(config)
     # Fake answers are never cached: a dry run must not leave answers a real run would reuse.
     use_cache = cache_path is not None and config.cache and config.backend != "fake"
     cache = RequestCache(cache_path) if use_cache else None
-    return LLMEngine(backend, config, cache=cache)
+    return LLMEngine(backend, config, cache=cache, budget=budget)

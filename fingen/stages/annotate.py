@@ -27,8 +27,10 @@ Tally = defaultdict[str, Counter[str]]
 
 # -- annotate ---------------------------------------------------------------------------------
 class RoundEndpoint(StageParams):
-    """One annotation round's model; unset fields keep the pipeline's ``llm`` settings."""
+    """One annotation round's model: a name from ``models`` (``use``), or an endpoint whose
+    unset fields keep the pipeline's ``llm`` settings."""
 
+    use: str | None = Field(None, description="a model of the pipeline ('default' or models.*)")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint of this round")
     model: str | None = None
     api_key_env: str | None = None
@@ -48,18 +50,19 @@ class AnnotateParams(StageParams):
     rounds: list[RoundEndpoint] = Field(default_factory=list, description="one model per round")
 
 
-def _round_engine(ctx: StageContext, endpoint: RoundEndpoint, roots: list[Any]) -> Any:
-    """One round's engine: the run's when nothing is overridden, else a new one (in ``roots``)."""
-    from fingen.llm.engine import build_engine
-
-    if not endpoint.model_dump(exclude_none=True):
+def _round_engine(ctx: StageContext, endpoint: RoundEndpoint, index: int) -> Any:
+    """One round's engine, from the run's models (so its usage counts in the run's totals
+    and budget): a named model, the stage's own, or an endpoint registered for the round."""
+    if endpoint.use is not None:
+        return ctx.named_llm(endpoint.use)
+    fields = endpoint.model_dump(exclude={"use"}, exclude_none=True)
+    if not fields:
         return ctx.llm()
     try:
-        config = round_config(ctx.config.llm, **endpoint.model_dump())
+        config = round_config(ctx.config.llm, **fields)
     except ValueError as exc:
         raise ConfigError(str(exc), where=f"stages.{ctx.key}.params.rounds") from None
-    roots.append(build_engine(config, cache_path=ctx.store.llm_cache_path))
-    return roots[-1].for_stage(ctx.key)
+    return ctx.named_llm(f"{ctx.key}.round{index}", config)
 
 
 def _texts(ctx: StageContext, params: AnnotateParams) -> list[TextItem]:
@@ -91,25 +94,21 @@ def annotate(ctx: StageContext, params: AnnotateParams) -> None:
     rounds: [{}, {base_url: "http://host:8000/v1", model: "ft-v1"}]}}``
     """
     labelset = labelset_for(params.labels, params.synonyms, params.preset)
-    texts, roots = _texts(ctx, params), []
-    try:
-        engines = [_round_engine(ctx, e, roots) for e in params.rounds or [RoundEndpoint()]]
-        per_round, last = [Counter[str]() for _ in engines], len(engines) - 1
-        for name in [""] + [f"round{i}" for i in range(len(engines)) if last]:
-            ctx.output(name)  # every output exists, even when empty
-        options = params.model_dump(include={"task", "temperature"})
-        for rnd, result in annotate_rounds(texts, labelset, engines, lang=ctx.lang, **options):
-            for record in ctx.collect([result]):
-                names = ([""] if rnd == last else []) + ([f"round{rnd}"] if last else [])
-                for name in names:
-                    ctx.output(name).write(record)
-                per_round[rnd][record_label(record, labelset) or "?"] += 1
-            per_round[rnd].update(f"({f.reason})" for f in result.failures)
-        ctx.stats.extra["rounds"] = [
-            {"model": engine.model, "labels": dict(c)}
-            for engine, c in zip(engines, per_round, strict=True)
-        ]
-        ctx.stats.extra["round_usage"] = [root.stage_usage().get(ctx.key, {}) for root in roots]
-    finally:
-        for root in roots:
-            root.close()
+    texts = _texts(ctx, params)
+    rounds = params.rounds or [RoundEndpoint()]
+    engines = [_round_engine(ctx, e, i) for i, e in enumerate(rounds)]
+    per_round, last = [Counter[str]() for _ in engines], len(engines) - 1
+    for name in [""] + [f"round{i}" for i in range(len(engines)) if last]:
+        ctx.output(name)  # every output exists, even when empty
+    options = params.model_dump(include={"task", "temperature"})
+    for rnd, result in annotate_rounds(texts, labelset, engines, lang=ctx.lang, **options):
+        for record in ctx.collect([result]):
+            names = ([""] if rnd == last else []) + ([f"round{rnd}"] if last else [])
+            for name in names:
+                ctx.output(name).write(record)
+            per_round[rnd][record_label(record, labelset) or "?"] += 1
+        per_round[rnd].update(f"({f.reason})" for f in result.failures)
+    ctx.stats.extra["rounds"] = [
+        {"model": engine.model, "labels": dict(c)}
+        for engine, c in zip(engines, per_round, strict=True)
+    ]

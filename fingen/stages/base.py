@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -54,14 +54,21 @@ class StageParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Role = Literal["generate", "judge", "teach"]
+
+
 @dataclass(frozen=True)
 class StageSpec:
-    """A stage's params model, its inputs (param -> record kind; ``?`` = optional) and its
-    outputs (name -> kind; ``""`` is the main output; ``:replace`` replaces the kind)."""
+    """A stage's params model, its inputs (param -> record kind; ``?`` = optional), its
+    outputs (name -> kind; ``""`` is the main output; ``:replace`` replaces the kind), the
+    role of its model (judging stages default to the ``judge`` model, distillation to the
+    ``teacher``) and the record kind it judges (for the self-judging check)."""
 
     params_model: type[StageParams]
     inputs: Mapping[str, str] = field(default_factory=dict)
     outputs: Mapping[str, str] = field(default_factory=dict)
+    role: Role = "generate"
+    judges: str | None = None
 
     def output_kind(self, name: str) -> tuple[str, str]:
         kind, _, mode = self.outputs[name].partition(":")
@@ -73,11 +80,14 @@ def stage(
     *,
     inputs: Mapping[str, str] | None = None,
     outputs: Mapping[str, str] | None = None,
+    role: Role = "generate",
+    judges: str | None = None,
 ) -> Callable[[F], F]:
     """Mark a function as a pipeline stage with its params model, inputs and outputs."""
 
     def wrap(fn: F) -> F:
-        fn.spec = StageSpec(params_model, dict(inputs or {}), dict(outputs or {}))  # type: ignore[attr-defined]
+        spec = StageSpec(params_model, dict(inputs or {}), dict(outputs or {}), role, judges)
+        fn.spec = spec  # type: ignore[attr-defined]
         fn.params_model = params_model  # type: ignore[attr-defined]
         return fn
 
@@ -142,11 +152,13 @@ class StageContext:
     store: RunStore
     config: PipelineConfig
     stats: StageStats
-    get_llm: Callable[[str], LLMEngine]
+    get_llm: Callable[..., LLMEngine]
     get_embedder: Callable[[], Embedder]
     make_progress: Callable[[str, int | None], Progress] = lambda desc, total: Progress()
     spec: StageSpec | None = None
     upstream: list[OutputFile] = field(default_factory=list)
+    models: dict[str, str] = field(default_factory=lambda: {"llm": "default", "judge": "default"})
+    used_models: dict[str, str] = field(default_factory=dict)
     _writers: dict[str, JsonlWriter] = field(default_factory=dict)
 
     @property
@@ -158,8 +170,20 @@ class StageContext:
         return self.config.lang
 
     def llm(self) -> LLMEngine:
-        """The run's LLM engine, metered under this stage."""
-        return self.get_llm(self.key)
+        """The stage's model (``model:`` of the stage, else by its role), metered here."""
+        self.used_models["llm"] = self.models["llm"]
+        return self.get_llm(self.key, self.models["llm"])
+
+    def judge_llm(self) -> LLMEngine:
+        """The model of the stage's judging step (``judge_model:``, else ``models.judge``)."""
+        self.used_models["judge"] = self.models["judge"]
+        return self.get_llm(self.key, self.models["judge"])
+
+    def named_llm(self, name: str, config: Any = None) -> LLMEngine:
+        """Model ``name`` of the run's models (or registered now from ``config``: an
+        ``LLMConfig``), metered under this stage and counted in the run's budget."""
+        self.used_models[f"model:{name}"] = name
+        return self.get_llm(self.key, name, config)
 
     def embedder(self) -> Embedder:
         return self.get_embedder()

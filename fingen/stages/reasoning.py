@@ -124,7 +124,7 @@ class DistillParams(StageParams):
     limit: int | None = Field(None, ge=1, description="questions used at most")
 
 
-@stage(DistillParams, inputs={"input": "qa"}, outputs={"": "cot"})
+@stage(DistillParams, inputs={"input": "qa"}, outputs={"": "cot"}, role="teach")
 def distill(ctx: StageContext, params: DistillParams) -> None:
     """n teacher samples per QAItem (Fin-R1: no system prompt, T=0.6, \\boxed{} answer).
 
@@ -165,7 +165,7 @@ class VerifyParams(StageParams):
     judge: bool = Field(True, description="ask the LLM answer judge when the rules cannot decide")
 
 
-@stage(VerifyParams, inputs=_SAMPLES, outputs={"": "cot"})
+@stage(VerifyParams, inputs=_SAMPLES, outputs={"": "cot"}, role="judge", judges="cot")
 def verify(ctx: StageContext, params: VerifyParams) -> None:
     """Round 1: answer check by rules, then an LLM judge (0/1) for what the rules leave open.
 
@@ -200,7 +200,7 @@ class JudgeReasoningParams(StageParams):
     max_reasoning_chars: int = Field(16000, ge=1000)
 
 
-@stage(JudgeReasoningParams, inputs=_SAMPLES, outputs={"": "cot"})
+@stage(JudgeReasoningParams, inputs=_SAMPLES, outputs={"": "cot"}, role="judge", judges="cot")
 def judge_reasoning(ctx: StageContext, params: JudgeReasoningParams) -> None:
     """Round 2: the reasoning scored 0/1 on Fin-R1's seven criteria (``quality``).
 

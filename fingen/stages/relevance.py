@@ -68,6 +68,8 @@ class MineParams(SourceParams):
     MineParams,
     inputs=_LABEL_INPUTS,
     outputs={"qrels": "qrel", "negatives": "qrel", "partial": "partial"},
+    role="judge",
+    judges="query",
 )
 def mine(ctx: StageContext, params: MineParams) -> None:
     """Judge each query's local and global candidates; grade >= threshold -> mined qrel.

@@ -173,6 +173,7 @@ class TopDownParams(StageParams):
     TopDownParams,
     inputs={"clusters": "cluster", "passages": "passage"},
     outputs={"queries": "query", "qrels": "qrel", "negatives": "qrel"},
+    judges="query",
 )
 def top_down(ctx: StageContext, params: TopDownParams) -> None:
     """Clusters -> topic-level cross-document queries, grounded by embedder + LLM judge."""
@@ -182,10 +183,11 @@ def top_down(ctx: StageContext, params: TopDownParams) -> None:
         ctx.input("passages", params.passages),
         ctx.llm(),
         embedder=ctx.embedder(),
+        judge_llm=ctx.judge_llm(),
         lang=ctx.lang,
         options=options,
     )
-    labels = [r for r in ctx.collect(results, ctx.progress("clusters"))]
+    labels = list(ctx.collect(results, ctx.progress("clusters")))
     counts = ctx.route(labels, _label_output)
     scores = Counter(r.score for r in labels if isinstance(r, Qrel))
     ctx.stats.extra.update(
