@@ -153,7 +153,8 @@ def test_filter_without_embedding_test_uses_exact_text_only(tmp_path: Path) -> N
 def test_stage_inputs_follow_the_pipeline_order(tmp_path: Path) -> None:
     from fingen.config import PipelineConfig
     from fingen.errors import ConfigError
-    from fingen.pipeline import _context, _Resources, resolve_stage, validate_pipeline
+    from fingen.pipeline import _context, resolve_stage, validate_pipeline
+    from fingen.resources import Resources
     from fingen.stages.base import output_files, spec_of
     from fingen.store import RunStore
 
@@ -166,7 +167,7 @@ def test_stage_inputs_follow_the_pipeline_order(tmp_path: Path) -> None:
         for sc, spec in zip(config.stages, specs, strict=True):  # every output exists
             for f in output_files(store.root, sc.key, sc.stage, spec):
                 f.path.write_text("")
-        ctx = _context(config, stages.index(key), store, _Resources(config, store), specs)
+        ctx = _context(config, stages.index(key), store, Resources(config, store), specs)
         view = ctx.view()
         return {k: [f.ref for f in view.files_of(k)] for k in ("query", "qrel", "partial")}
 
