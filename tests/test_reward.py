@@ -68,3 +68,12 @@ def test_reward_module_imports_no_heavy_package() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_accuracy_reward_uses_the_strict_number_rule() -> None:
+    answers = ["<answer>12</answer>", "<answer>14%</answer>", "<answer>14.46%</answer>"]
+    rewards = accuracy_reward(answers, answer=["12.4", "0.14464", "0.14464"], answer_type="percent")
+    assert rewards == [0.0, 0.0, 1.0]  # a coarser answer more than 1 % off earns nothing
+    rewards = accuracy_reward(["<answer>0.000011</answer>", "<answer>11.5</answer>"],
+                              answer=["0.00001", "12"])  # fmt: skip
+    assert rewards == [0.0, 1.0]  # 10 % off; within half a unit of the gold's precision

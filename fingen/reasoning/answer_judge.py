@@ -21,7 +21,7 @@ from fingen.llm.engine import LLMEngine
 from fingen.llm.tasks import LLMTask, TaskResult, run_task
 from fingen.reasoning.numbers import format_number
 from fingen.reasoning.programs import ProgramError, execute_program
-from fingen.reasoning.verify import Verdict, check_answer
+from fingen.reasoning.verify import ROUNDING_MODES, Verdict, check_answer
 from fingen.records import CoTSample, Failure, QAItem
 
 __all__ = [
@@ -54,21 +54,28 @@ def program_gold(item: QAItem) -> str | None:
     return value if isinstance(value, str) else format_number(value)
 
 
-def rule_check(item: QAItem, sample: CoTSample) -> tuple[CoTSample, Verdict]:
-    """Check ``sample.answer`` against the gold by rules.
+def rule_check(
+    item: QAItem, sample: CoTSample, *, rounding: str = "strict"
+) -> tuple[CoTSample, Verdict]:
+    """Check ``sample.answer`` against the gold by rules (``rounding``: strict | lenient, see
+    :func:`fingen.reasoning.verify.check_answer`).
 
     Returns the sample with ``correct`` set (None when undecided) and the rule's reason
     appended to ``reasons``, and the verdict.
     """
+    if rounding not in ROUNDING_MODES:  # a config error, not an answer the judge should see
+        raise ValueError(f"unknown rounding {rounding!r}; allowed: {list(ROUNDING_MODES)}")
     scale = item.meta.get("scale") or None
     try:
-        verdict = check_answer(sample.answer, item.gold_answer, item.answer_type, scale=scale)
+        verdict = check_answer(
+            sample.answer, item.gold_answer, item.answer_type, scale=scale, rounding=rounding
+        )
     except ValueError as exc:  # an answer_type the rules do not know: let the judge decide
         verdict = Verdict(None, "unknown_type", str(exc))
     if verdict.correct is not True and sample.answer:
         executed = program_gold(item)
         if executed is not None and executed != item.gold_answer:
-            second = check_answer(sample.answer, executed, item.answer_type)
+            second = check_answer(sample.answer, executed, item.answer_type, rounding=rounding)
             if second.correct is True:
                 verdict = Verdict(True, f"program:{second.method}", second.detail)
     reason = f"answer_rule:{verdict.method}" + (f": {verdict.detail}" if verdict.detail else "")
@@ -153,17 +160,19 @@ def verify_samples(
     *,
     judge: bool = True,
     lang: str = "en",
+    rounding: str = "strict",
 ) -> Iterator[TaskResult[SamplePair, CoTSample]]:
-    """Round 1: one result per sample, the sample with ``correct`` set. Rules decide first;
-    with ``judge`` the LLM answer judge decides what they leave open (a failed judgement
-    keeps the sample undecided and reports the failure)."""
+    """Round 1: one result per sample, the sample with ``correct`` set. Rules decide first
+    (numbers by the ``rounding`` rule: strict | lenient); with ``judge`` the LLM answer judge
+    decides what they leave open (a failed judgement keeps the sample undecided and reports
+    the failure)."""
     by_id = {it.qa_id: it for it in items}
     undecided: list[SamplePair] = []
     for pair in sample_pairs(by_id, samples, stage="verify"):
         if isinstance(pair, Failure):
             yield _failed(pair)
             continue
-        checked, verdict = rule_check(pair.item, pair.sample)
+        checked, verdict = rule_check(pair.item, pair.sample, rounding=rounding)
         if verdict.correct is None and judge:
             undecided.append(SamplePair(pair.item, checked))
         else:

@@ -118,5 +118,7 @@ def format_number(value: float, *, max_decimals: int = 6) -> str:
     """Plain decimal text without exponent or trailing zeros: 114.0 -> "114", 0.5620 -> "0.562"."""
     if value != value or value in (float("inf"), float("-inf")):
         return str(value)
-    text = f"{round(value, max_decimals):.{max_decimals}f}".rstrip("0").rstrip(".")
+    text = f"{round(value, max_decimals):.{max_decimals}f}"
+    if "." in text:  # 1100 with max_decimals=0 stays "1100"
+        text = text.rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text

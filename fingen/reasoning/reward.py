@@ -69,7 +69,9 @@ def accuracy_reward(
 
     The answer is read with ``extract_answer`` (``<answer>``, ``\\boxed{}``, "the answer is";
     no bare-number fallback). ``answer_type`` / ``scale`` are optional dataset columns (or one
-    value for all). A verdict the rules cannot decide (free text) scores 0.0.
+    value for all). Numbers are checked by the strict rule (within 1 % of the gold or half a
+    unit of its printed precision; "12" for 12.4 scores 0.0). A verdict the rules cannot
+    decide (free text) scores 0.0.
     """
     n = len(completions)
     golds, kinds, scales = _column(answer, n), _column(answer_type, n), _column(scale, n)
@@ -78,6 +80,8 @@ def accuracy_reward(
     rewards = []
     for completion, gold, kind, unit in zip(completions, golds, kinds, scales, strict=True):
         predicted = extract_answer(completion_text(completion), fallback_number=False)
-        verdict = check_answer(predicted, str(gold), kind or "auto", scale=unit or None)
+        verdict = check_answer(
+            predicted, str(gold), kind or "auto", scale=unit or None, rounding="strict"
+        )
         rewards.append(1.0 if verdict.correct else 0.0)
     return rewards

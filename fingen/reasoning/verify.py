@@ -7,10 +7,21 @@ Numbers are compared as sets of readings: ``9.86%`` reads as 9.86 and 0.0986; fo
 ``answer_type="percent"`` a bare gold or prediction also reads as a percent of itself, so
 0.0986, 9.86 and 9.86% all match gold 0.0986. A prediction with a scale word (``1.2 billion``)
 also reads in that unit and in thousands/millions when the gold's unit is unknown; with a known
-``scale`` the gold also reads as ``gold * scale``. Two readings match within
-``abs_tol + rel_tol * |gold|``, or when they agree at the coarser of the two written precisions
-and differ by at most 5 % (``56%`` for 0.56197, ``2.1`` for 2.14). Years (1900-2100 integers)
-and numeric spans get no relative tolerance: 2018 is not 2019.
+``scale`` the gold also reads as ``gold * scale``. Years (1900-2100 integers) and numeric spans
+get no relative tolerance: 2018 is not 2019.
+
+Two readings match by the ``rounding`` rule:
+
+* ``"strict"`` (default; the RL reward's rule): within ``rel_tol`` (1 %) of the gold, or within
+  half a unit of the gold's printed precision, since the gold itself may be rounded (gold
+  ``12.4`` accepts 12.35..12.45, gold ``12`` accepts 11.5..12.5; this allowance is capped at
+  5 % of the gold, so a one-digit gold such as ``3`` or ``0.00001`` gets +-5 %, not +-17 % or
+  +-50 %).
+  A prediction coarser than the gold gets no allowance: ``12`` for 12.4 and ``14%`` for
+  0.14464 are wrong (3.2 % off), ``14.46%`` is right. No absolute tolerance by default.
+* ``"lenient"`` (the round-1 rule): within ``abs_tol + rel_tol * |gold|`` (``abs_tol`` 1e-6),
+  or when the two agree at the coarser of their written precisions and differ by at most 5 %
+  (``56%`` for 0.56197, ``2.1`` for 2.14).
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from fingen.reasoning.numbers import SCALES, Amount, normalize_text_numbers, par
 
 __all__ = [
     "ANSWER_TYPES",
+    "ROUNDING_MODES",
     "Verdict",
     "check_answer",
     "infer_answer_type",
@@ -46,7 +58,10 @@ _DECREASE = re.compile(
     r"|下降|减少|下跌|降低|下滑",
     re.IGNORECASE,
 )
-ROUNDED_REL_CAP = 0.05  # a rounded answer may differ from the gold by at most 5 %
+ROUNDED_REL_CAP = 0.05  # a rounding allowance never exceeds 5 % of the gold
+#: ``check_answer(rounding=...)``: strict (within rel_tol or the gold's precision) or lenient.
+ROUNDING_MODES = ("strict", "lenient")
+_EPS = 1e-9  # float noise: a prediction exactly at the tolerance is accepted
 _LETTERS = LabelSet.of(list("ABCDEFGH"))
 
 
@@ -110,14 +125,27 @@ def _year_like(a: Amount) -> bool:
     return a.decimals == 0 and a.scale_word is None and not a.percent and 1900 <= a.value <= 2100
 
 
-def _match(p: _Reading, g: _Reading, rel_tol: float, abs_tol: float) -> str | None:
+def _match_lenient(p: _Reading, g: _Reading, rel_tol: float, abs_tol: float) -> str | None:
     diff = abs(p.value - g.value)
     if diff <= abs_tol + rel_tol * abs(g.value):
         return "tolerance"
-    coarse = 0.5 * 10 ** -min(p.decimals, g.decimals) * (1 + 1e-9)
+    coarse = 0.5 * 10 ** -min(p.decimals, g.decimals) * (1 + _EPS)
     if diff <= coarse and diff <= ROUNDED_REL_CAP * abs(g.value):
         return "rounding"
     return None
+
+
+def _match_strict(p: _Reading, g: _Reading, rel_tol: float, abs_tol: float) -> str | None:
+    diff = abs(p.value - g.value)
+    if diff <= abs_tol + rel_tol * abs(g.value) * (1 + _EPS):
+        return "tolerance"
+    half_unit = 0.5 * 10**-g.decimals * (1 + _EPS)  # the gold's own precision, not the pred's
+    if diff <= half_unit and diff <= ROUNDED_REL_CAP * abs(g.value) * (1 + _EPS):
+        return "gold_precision"
+    return None
+
+
+_MATCHERS = {"strict": _match_strict, "lenient": _match_lenient}
 
 
 def _check_number(
@@ -127,7 +155,9 @@ def _check_number(
     scale: str | None,
     rel_tol: float,
     abs_tol: float,
+    rounding: str,
 ) -> Verdict:
+    match = _MATCHERS[rounding]
     if "=" in predicted and parse_amounts(predicted.rsplit("=", 1)[1]):
         predicted = predicted.rsplit("=", 1)[1]  # "5829 - 5735 = 94" -> "94"
     preds = parse_amounts(predicted)
@@ -151,7 +181,7 @@ def _check_number(
         for idx, p in enumerate(amounts):
             readings = _readings(p, bare_percent=percent_mode, mantissa=unit_free, units=unit_free)
             for pr in readings:
-                how = next((h for g in gold_r if (h := _match(pr, g, rel_tol, abs_tol))), None)
+                how = next((h for g in gold_r if (h := match(pr, g, rel_tol, abs_tol))), None)
                 if how:
                     hits.append((idx, how, p.text))
                     break
@@ -271,7 +301,8 @@ def check_answer(
     answer_type: str = "auto",
     *,
     rel_tol: float = 1e-2,
-    abs_tol: float = 1e-6,
+    abs_tol: float | None = None,
+    rounding: str = "strict",
     scale: str | None = None,
     labelset: LabelSet | None = None,
     f1_accept: float = 0.8,
@@ -284,7 +315,11 @@ def check_answer(
         gold: the gold answer text.
         answer_type: number | percent | yes_no | choice | label | span | multi_span | text |
             auto (inferred from the gold); aliases in ``ANSWER_TYPES``.
-        rel_tol, abs_tol: numeric tolerance (rounded answers are also accepted, see module doc).
+        rel_tol: relative numeric tolerance (1 %).
+        abs_tol: absolute numeric tolerance; None: 0 when strict, 1e-6 when lenient.
+        rounding: ``"strict"`` (within ``rel_tol`` or half a unit of the gold's printed
+            precision) or ``"lenient"`` (also a prediction that agrees with the gold at its own
+            coarser precision, up to 5 % off); see the module doc.
         scale: the gold's unit (TAT-QA ``scale``: thousand, million, billion, percent, 万, 亿).
         labelset: labels for ``label``/``choice`` (default: sentiment or letters A-H).
         f1_accept, f1_reject: token-F1 bounds deciding spans; between them -> None.
@@ -293,9 +328,13 @@ def check_answer(
         Verdict(correct, method, detail); correct None means "ask a judge".
 
     Raises:
-        ValueError: unknown ``answer_type``.
+        ValueError: unknown ``answer_type`` or ``rounding``.
     """
     kind = normalize_answer_type(answer_type)
+    if rounding not in ROUNDING_MODES:
+        raise ValueError(f"unknown rounding {rounding!r}; allowed: {list(ROUNDING_MODES)}")
+    if abs_tol is None:
+        abs_tol = 1e-6 if rounding == "lenient" else 0.0
     if predicted is None or not str(predicted).strip():
         return Verdict(False, "empty", "no answer extracted")
     predicted, gold = str(predicted).strip(), str(gold).strip()
@@ -318,7 +357,7 @@ def check_answer(
     if gold_amount is not None and kind in ("number", "percent", "span", "text"):
         if _year_like(gold_amount) or kind == "span":  # 2019 is not 2018; spans are copied
             rel_tol = 0.0
-        return _check_number(predicted, gold_amount, kind, scale, rel_tol, abs_tol)
+        return _check_number(predicted, gold_amount, kind, scale, rel_tol, abs_tol, rounding)
     if kind == "multi_span":
         return _check_multi_span(predicted, gold, f1_reject)
     return _check_span(predicted, gold, kind == "span", f1_accept, f1_reject)
