@@ -199,8 +199,7 @@ TOPIC_REPLY = {
 
 
 def _first(pairs: list[tuple[str, Any]], prompt: str) -> Any:
-    """The value of the first (snippet, value) pair whose snippet is in the prompt, else None."""
-    return next((value for snippet, value in pairs if snippet in prompt), None)
+    return next((value for snippet, value in pairs if snippet in prompt), None)  # or None
 
 
 def _model(
@@ -215,11 +214,8 @@ def _model(
     bottom_up = []
     for k, p in enumerate(passages):
         s0 = numbered_sentences(p)[0]["text"]
-        sentence = {
-            "question": f"第{k}段提到的主要财务数据是什么？",
-            "sentence_ids": [0],
-            "evidence": s0,
-        }
+        sentence = {"question": f"第{k}段提到的主要财务数据是什么？", "sentence_ids": [0],
+                    "evidence": s0}  # fmt: skip
         bad = {"question": "公司的毛利率是多少？", "sentence_ids": [0], "evidence": "不存在的证据"}
         reply = {
             "sentence_queries": [sentence] + ([bad] if k == 0 else []),
