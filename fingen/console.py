@@ -39,6 +39,23 @@ def print_summary(result: RunResult) -> None:
         f"tokens in/out: {totals.get('prompt_tokens', 0)}/{totals.get('completion_tokens', 0)}"
         f"  cost: ${totals.get('cost', 0):.4f}  wall: {result.manifest.get('wall_s', 0):.1f}s"
     )
+    by_model = totals.get("by_model", {})
+    if len(by_model) > 1 or any(n != "default" for n in by_model):
+        console.print(
+            "by model: "
+            + "; ".join(
+                f"{name} {u['requests']} req, {u['prompt_tokens'] + u['completion_tokens']} "
+                f"tokens, ${u['cost']:.4f}"
+                for name, u in by_model.items()
+            )
+        )
+    judged = [f"{k} ({e['self_judged']})" for k, e in result.manifest.get("stages", {}).items()
+              if e.get("self_judged")]  # fmt: skip
+    if judged:
+        console.print(
+            f"[yellow]self-judged[/]: {', '.join(judged)}: the judge is the model that wrote "
+            "what it judges; add models.judge (another model) for independent labels"
+        )
     failures: dict[str, int] = {}
     for entry in result.manifest.get("stages", {}).values():
         for reason, n in entry.get("failures_by_reason", {}).items():

@@ -54,6 +54,12 @@ def totals(stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
     result = add(list(stages.values()))
     result["this_run"] = add([e for e in stages.values() if not e.get("resumed")])
+    names = {n for e in stages.values() for n in e.get("usage_by_model", {})}
+    result["by_model"] = {
+        name: add([{"usage": e["usage_by_model"][name]} for e in stages.values()
+                   if name in e.get("usage_by_model", {})])
+        for name in sorted(names)
+    }  # fmt: skip
     return result
 
 
@@ -65,7 +71,9 @@ def summary_rows(manifest: dict[str, Any]) -> list[list[str]]:
         outs = "\n".join(f"{k}={v}" for k, v in e.get("outputs", {}).items() if k != "failures")
         rows.append(
             [
-                key + (" (resumed)" if e.get("resumed") else ""),
+                key
+                + (" (resumed)" if e.get("resumed") else "")
+                + (f" [self-judged: {e['self_judged']}]" if e.get("self_judged") else ""),
                 str(e.get("inputs", 0)),
                 str(e.get("succeeded", 0)),
                 str(e.get("failed", 0)),

@@ -69,6 +69,9 @@ class Sentence(Record):
 
 
 class Passage(Record):
+    """A chunk of one document; it carries the document's title and metadata, which the
+    query generators show the model and check entities against."""
+
     passage_id: str
     doc_id: str
     text: str
@@ -76,6 +79,15 @@ class Passage(Record):
     order: int = 0
     title: str = ""
     lang: str = "en"
+    company: str | None = None
+    date: str | None = None
+    doc_type: str | None = None
+    industry: str | None = None
+
+    def context(self) -> str:
+        """Title and metadata as one line ("" when there is none)."""
+        parts = (self.title, self.company, self.doc_type, self.date, self.industry)
+        return " | ".join(p for p in parts if p)
 
     def sentence_text(self, idx: int) -> str:
         s = self.sentences[idx]

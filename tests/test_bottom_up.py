@@ -128,7 +128,7 @@ def test_query_ids_are_stable_across_runs(en_passage: Passage) -> None:
 def test_span_check_tolerates_whitespace_and_line_breaks(en_passage: Passage) -> None:
     s0 = en_passage.sentence_text(0)
     reflowed = "\n   ".join(s0.split())
-    reply = _reply(sentence_queries=[_sq("What does 3M state first on this page?", [0], reflowed)])
+    reply = _reply(sentence_queries=[_sq("What does 3M state first in its 2018 annual report?", [0], reflowed)])
     queries, _, failures = _split(BottomUpTask(passage_queries=0).parse(en_passage, reply, DONE))
     assert failures == [] and len(queries) == 1
 
@@ -154,7 +154,13 @@ def test_zh_rows_pass_without_the_spaces_pdf_text_has(zh_passage: Passage) -> No
             _sq("What did 3M report in 2018?", [0], "words the passage never says"),
             "span_not_verbatim",
         ),
-        (_sq("What did 3M report in 2018?", [0], ""), "span_not_verbatim"),
+        (_sq("What did 3M report in 2018?", [0], ""), "span_too_short"),
+        (_sq("What did 3M report in 2018?", [0], "<s0:8>"), "span_too_short"),
+        (_sq("What did 3M report in 2018?", [0], "<s1>"), "span_outside_cited"),
+        (_sq("What does this page say about 3M in 2018?", [0], "<s0>"), "not_self_contained"),
+        (_sq("What is the name of the company?", [0], "<s0>"), "not_self_contained"),
+        (_sq("What did Honeywell report in 2018?", [0], "<s0>"), "unsupported_entity"),
+        (_sq("What did 3M report in 2021?", [0], "<s0>"), "unsupported_entity"),
         (_sq("3M reported higher sales in 2018.", [0], "<s0>"), "not_a_question"),
         (_sq("<s0>?", [0], "<s0>"), "copies_passage"),
         (_sq("3M在2018年的原材料成本如何变化？", [0], "<s0>"), "wrong_language"),
@@ -163,8 +169,14 @@ def test_zh_rows_pass_without_the_spaces_pdf_text_has(zh_passage: Passage) -> No
 def test_each_bad_sentence_row_is_rejected_with_its_reason(
     en_passage: Passage, row: dict, reason: str
 ) -> None:
-    s0 = en_passage.sentence_text(0)
-    row = {k: v.replace("<s0>", s0) if isinstance(v, str) else v for k, v in row.items()}
+    s0, s1 = en_passage.sentence_text(0), en_passage.sentence_text(1)
+
+    def fill(v: object) -> object:
+        if not isinstance(v, str):
+            return v
+        return v.replace("<s0:8>", s0[:8]).replace("<s0>", s0).replace("<s1>", s1)
+
+    row = {k: fill(v) for k, v in row.items()}
     out = BottomUpTask(passage_queries=0).parse(en_passage, _reply(sentence_queries=[row]), DONE)
     queries, qrels, failures = _split(out)
     assert queries == [] and qrels == []
@@ -179,19 +191,19 @@ def test_near_duplicates_and_extra_rows_are_rejected(en_passage: Passage) -> Non
     s0 = en_passage.sentence_text(0)
     reply = _reply(
         sentence_queries=[
-            _sq("What does 3M expect for 2019?", [0], s0),
-            _sq("What else does 3M expect for 2019?", [0], s0),
+            _sq("What does 3M expect for 2018?", [0], s0),
+            _sq("What else does 3M expect for 2018?", [0], s0),
         ],
         passage_queries=[
-            {"question": "what does 3M  expect for 2019"},  # same as the first, bar case/space
-            {"question": "How does 3M describe its financial position for 2019?"},
+            {"question": "what does 3M  expect for 2018"},  # same as the first, bar case/space
+            {"question": "How does 3M describe its financial position for 2018?"},
             {"question": "Why does 3M mention its credit ratings?"},
         ],
     )
     queries, _, failures = _split(task.parse(en_passage, reply, DONE))
     assert [q.text for q in queries] == [
-        "What does 3M expect for 2019?",
-        "How does 3M describe its financial position for 2019?",
+        "What does 3M expect for 2018?",
+        "How does 3M describe its financial position for 2018?",
     ]
     assert sorted(f.reason for f in failures) == ["duplicate", "over_quota", "over_quota"]
 
@@ -255,3 +267,24 @@ def test_overlap_and_dedup_key() -> None:
     assert ngram_overlap("Net sales in 2018 were $32.8 billion?", passage) == 1.0
     assert ngram_overlap("What were 3M's total sales last year?", passage) < 0.3
     assert dedup_key("What were sales?") == dedup_key("what  were SALES")
+
+
+def test_reply_schema_holds_the_quotas_so_a_constrained_decoder_cannot_overrun() -> None:
+    schema = BottomUpTask(lang="zh", sentence_queries=2, passage_queries=1).response_model
+    props = schema.model_json_schema()["properties"]
+    assert (props["sentence_queries"]["minItems"], props["sentence_queries"]["maxItems"]) == (2, 2)
+    assert (props["passage_queries"]["minItems"], props["passage_queries"]["maxItems"]) == (1, 1)
+    sq = schema.model_json_schema()["$defs"]["SentenceQuery"]["properties"]
+    assert sq["evidence"]["minLength"] == 8 and sq["question"]["maxLength"] == 300
+    # validation stays lenient: an extra row is an over_quota failure, not a lost reply
+    extra = {"question": "x?", "sentence_ids": [0], "evidence": "y"}
+    assert len(schema.model_validate({"sentence_queries": [extra] * 3}).sentence_queries) == 3
+
+
+def test_prompt_shows_the_documents_metadata() -> None:
+    p = Passage(passage_id="p", doc_id="d", text="Revenue rose 8% in 2023. Margin fell.",
+                title="ACME annual report", company="ACME Corp", date="2023",
+                doc_type="10-K", industry="Industrials")  # fmt: skip
+    user = BottomUpTask().build(p)[-1]["content"]
+    assert "company ACME Corp" in user and "type 10-K" in user and "period 2023" in user
+    assert "industry Industrials" in user and "at least 20 characters" in user

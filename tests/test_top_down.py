@@ -216,7 +216,7 @@ def _model(
         s0 = numbered_sentences(p)[0]["text"]
         sentence = {"question": f"第{k}段提到的主要财务数据是什么？", "sentence_ids": [0],
                     "evidence": s0}  # fmt: skip
-        bad = {"question": "公司的毛利率是多少？", "sentence_ids": [0], "evidence": "不存在的证据"}
+        bad = {"question": "公司的毛利率是多少？", "sentence_ids": [0], "evidence": "这句证据在原文里并不存在"}
         reply = {
             "sentence_queries": [sentence] + ([bad] if k == 0 else []),
             "passage_queries": [{"question": f"第{k}段反映的公司经营状况如何？"}],

@@ -123,6 +123,10 @@ def chunk_document(
                 order=order,
                 title=doc.title,
                 lang=doc.lang,
+                company=doc.company,
+                date=doc.date,
+                doc_type=doc.doc_type,
+                industry=doc.industry,
             )
         )
     return passages

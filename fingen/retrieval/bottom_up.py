@@ -19,17 +19,18 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from fingen.errors import RowRejected
 from fingen.llm.base import Completion
 from fingen.llm.engine import LLMEngine
 from fingen.llm.tasks import LLMTask, TaskResult, run_task
 from fingen.records import Failure, Passage, Qrel, Query, QueryLevel, content_id
-from fingen.retrieval.checks import RowChecker, find_span
+from fingen.retrieval.checks import RowChecker, find_span, normalize_ws
 
 __all__ = [
     "DIRECT_SCORE",
@@ -46,29 +47,82 @@ DIRECT_SCORE = 1
 REJECT_REASONS = (
     "bad_sentence_ids",
     "span_not_verbatim",
+    "span_too_short",
+    "span_outside_cited",
     "not_a_question",
     "wrong_language",
+    "not_self_contained",
+    "unsupported_entity",
     "copies_passage",
     "duplicate",
     "over_quota",
 )
+#: Shortest sentence-level evidence span (characters, after whitespace normalization).
+MIN_EVIDENCE_CHARS = {"en": 20, "zh": 8}
+_MAX_QUESTION, _MAX_EVIDENCE, _MAX_ANSWER = 300, 600, 200
+
+
+def min_evidence_chars(lang: str) -> int:
+    return MIN_EVIDENCE_CHARS["zh" if lang.lower().startswith("zh") else "en"]
 
 
 class SentenceQuery(BaseModel):
-    question: str = Field(description="a question answerable from the cited sentences")
-    sentence_ids: list[int] = Field(description="numbers of the sentences that answer it")
-    evidence: str = Field(description="the answering text, copied verbatim from the passage")
-    answer: str = Field("", description="a short answer")
+    question: str = Field(
+        description="a question answerable from the cited sentences",
+        json_schema_extra={"maxLength": _MAX_QUESTION},
+    )
+    sentence_ids: list[int] = Field(
+        description="numbers of the sentences that answer it",
+        json_schema_extra={"minItems": 1, "maxItems": 4},
+    )
+    evidence: str = Field(
+        description="the answering text, copied verbatim from the passage",
+        json_schema_extra={"maxLength": _MAX_EVIDENCE},
+    )
+    answer: str = Field(
+        "", description="a short answer", json_schema_extra={"maxLength": _MAX_ANSWER}
+    )
 
 
 class PassageQuery(BaseModel):
-    question: str = Field(description="a question that needs the passage as a whole")
-    answer: str = Field("", description="a short answer")
+    question: str = Field(
+        description="a question that needs the passage as a whole",
+        json_schema_extra={"maxLength": _MAX_QUESTION},
+    )
+    answer: str = Field(
+        "", description="a short answer", json_schema_extra={"maxLength": _MAX_ANSWER}
+    )
 
 
 class BottomUpReply(BaseModel):
     sentence_queries: list[SentenceQuery] = Field(default_factory=list)
     passage_queries: list[PassageQuery] = Field(default_factory=list)
+
+
+@functools.cache
+def reply_model(sentence_queries: int, passage_queries: int, lang: str) -> type[BottomUpReply]:
+    """The reply schema with the quotas in it (``minItems``/``maxItems``, evidence
+    ``minLength``): grammar-constrained decoders (llama.cpp, vLLM) cannot overrun them.
+    Validation stays lenient (an extra row is an ``over_quota`` failure, not a lost reply)."""
+
+    def quota(n: int) -> dict[str, int]:
+        return {"minItems": n, "maxItems": n}
+
+    evidence = {"minLength": min_evidence_chars(lang), "maxLength": _MAX_EVIDENCE}
+    sentence = create_model(
+        "SentenceQuery",
+        __base__=SentenceQuery,
+        evidence=(str, Field(description="the answering text, copied verbatim from the passage",
+                             json_schema_extra=evidence)),
+    )  # fmt: skip
+    return create_model(
+        "BottomUpReply",
+        __base__=BottomUpReply,
+        sentence_queries=(list[sentence], Field(default_factory=list,  # type: ignore[valid-type]
+                                                json_schema_extra=quota(sentence_queries))),
+        passage_queries=(list[PassageQuery], Field(default_factory=list,
+                                                   json_schema_extra=quota(passage_queries))),
+    )  # fmt: skip
 
 
 def numbered_sentences(passage: Passage) -> list[dict[str, Any]]:
@@ -114,6 +168,8 @@ class BottomUpTask(LLMTask[Passage, Query | Qrel]):
         self.model = model
         self.sentence_queries, self.passage_queries = sentence_queries, passage_queries
         self.max_overlap, self.min_chars = max_overlap, min_chars
+        self.min_evidence = min_evidence_chars(lang)
+        self.response_model = reply_model(sentence_queries, passage_queries, lang)  # type: ignore[misc]
         self.origin = f"{self.prompt_hash}@{model}"
 
     def item_id(self, item: Passage) -> str:
@@ -126,17 +182,42 @@ class BottomUpTask(LLMTask[Passage, Query | Qrel]):
     def build(self, item: Passage) -> list[dict[str, str]]:
         return self.render(
             title=item.title,
+            company=item.company or "",
+            date=item.date or "",
+            doc_type=item.doc_type or "",
+            industry=item.industry or "",
             sentences=numbered_sentences(item),
             n_sentence=self.sentence_queries,
             n_passage=self.passage_queries,
+            min_evidence=self.min_evidence,
         )
+
+    def _evidence_problem(
+        self, item: Passage, ids: list[int], evidence: str
+    ) -> tuple[str, str] | None:
+        """The evidence must be verbatim, long enough, and inside the cited sentences."""
+        shown = evidence[:200] or "(empty span)"
+        if len(normalize_ws(evidence)) < self.min_evidence:
+            return (
+                "span_too_short",
+                f"{len(normalize_ws(evidence))} < {self.min_evidence} chars: {shown}",
+            )
+        if find_span(evidence, item.text) is None:
+            return "span_not_verbatim", shown
+        if item.sentences:
+            start, end = item.sentences[ids[0]].start, item.sentences[ids[-1]].end
+            if find_span(evidence, item.text[start:end]) is None:
+                return "span_outside_cited", f"not in sentences {ids}: {shown}"
+        return None
 
     def parse(
         self, item: Passage, reply: BottomUpReply, completion: Completion
     ) -> list[Query | Qrel | Failure]:
         if not reply.sentence_queries and not reply.passage_queries:
             raise RowRejected("no_queries", "the reply holds no query")
-        checker = RowChecker(item.text, self.lang, max_overlap=self.max_overlap)
+        checker = RowChecker(
+            item.text, self.lang, max_overlap=self.max_overlap, context=item.context()
+        )
         n_sentences = max(1, len(item.sentences))
         out: list[Query | Qrel | Failure] = []
 
@@ -160,10 +241,9 @@ class BottomUpTask(LLMTask[Passage, Query | Qrel]):
             problem: tuple[str, str] | None = None
             if not ids or ids[0] < 0 or ids[-1] >= n_sentences:
                 problem = ("bad_sentence_ids", f"{sq.sentence_ids} not in 0..{n_sentences - 1}")
-            elif find_span(sq.evidence, item.text) is None:
-                problem = ("span_not_verbatim", sq.evidence[:200] or "(empty span)")
             else:
-                problem = checker.check(sq.question)
+                problem = self._evidence_problem(item, ids, sq.evidence)
+                problem = problem or checker.check(sq.question)
             if problem is not None:
                 reject(*problem, sq)
                 continue

@@ -10,13 +10,16 @@
   since PDF text and models disagree on spaces between Chinese characters and numbers).
 - ``dedup_key``: NFKC, case-folded text without whitespace and punctuation; two queries with
   the same key are near-duplicates.
-- ``RowChecker``: all of the above for one generated query against its source text.
+- ``RowChecker``: all of the above for one generated query against its source text, plus
+  the grounding checks of ``fingen.retrieval.entities`` (self-contained, supported entities).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+
+from fingen.retrieval.entities import deictic_reference, unsupported_entities
 
 __all__ = [
     "RowChecker",
@@ -146,11 +149,16 @@ def dedup_key(text: str) -> str:
 class RowChecker:
     """Checks one generated query at a time against a source text; remembers what it saw.
 
-    ``check`` returns None when the row passes, else the rejection reason and a detail.
+    ``context`` is what else the model was shown about the source (title, company, date,
+    document type): entities may come from there too. ``check`` returns None when the row
+    passes, else the rejection reason and a detail.
     """
 
-    def __init__(self, source_text: str, lang: str, *, max_overlap: float = 0.8) -> None:
+    def __init__(
+        self, source_text: str, lang: str, *, max_overlap: float = 0.8, context: str = ""
+    ) -> None:
         self.text, self.lang, self.max_overlap = source_text, lang, max_overlap
+        self.context = context
         self.seen: set[str] = set()
 
     def check(self, question: str) -> tuple[str, str] | None:
@@ -158,6 +166,11 @@ class RowChecker:
             return "not_a_question", question
         if not language_matches(question, self.lang):
             return "wrong_language", f"expected {self.lang}: {question}"
+        if (phrase := deictic_reference(question, self.lang)) is not None:
+            return "not_self_contained", f"'{phrase}' in: {question}"
+        missing = unsupported_entities(question, f"{self.context}\n{self.text}", self.lang)
+        if missing:
+            return "unsupported_entity", f"{', '.join(missing)} not in the source: {question}"
         overlap = ngram_overlap(question, self.text)
         if overlap > self.max_overlap:
             return "copies_passage", f"n-gram overlap {overlap:.2f} > {self.max_overlap}"

@@ -23,13 +23,14 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from fingen.errors import RowRejected
 from fingen.llm.base import Completion
@@ -79,25 +80,50 @@ class TopicItem:
 
     cluster: TopicCluster
     excerpts: tuple[str, ...] = ()
+    details: tuple[str, ...] = ()  # per document: company, type, period (metadata)
 
     def documents(self) -> list[dict[str, Any]]:
-        ex = self.excerpts or ("",) * len(self.cluster.doc_ids)
+        n = len(self.cluster.doc_ids)
+        ex, det = self.excerpts or ("",) * n, self.details or ("",) * n
         return [
-            {"n": i + 1, "doc_id": d, "title": t, "excerpt": e}
-            for i, (d, t, e) in enumerate(
-                zip(self.cluster.doc_ids, self.cluster.titles, ex, strict=True)
+            {"n": i + 1, "doc_id": d, "title": t, "excerpt": e, "details": m}
+            for i, (d, t, e, m) in enumerate(
+                zip(self.cluster.doc_ids, self.cluster.titles, ex, det, strict=True)
             )
         ]
 
 
 class TopicQuery(BaseModel):
-    question: str = Field(description="a question that needs several of the documents")
+    question: str = Field(
+        description="a question that needs several of the documents",
+        json_schema_extra={"maxLength": 300},
+    )
     documents: list[int] = Field(description="numbers of the documents needed to answer it")
-    answer: str = Field("", description="a short answer, if the excerpts give one")
+    answer: str = Field(
+        "", description="a short answer, if the excerpts give one",
+        json_schema_extra={"maxLength": 200},
+    )  # fmt: skip
 
 
 class TopDownReply(BaseModel):
     queries: list[TopicQuery] = Field(default_factory=list)
+
+
+@functools.cache
+def reply_model(queries: int, min_docs: int) -> type[TopDownReply]:
+    """The reply schema with the quotas in it (see ``bottom_up.reply_model``)."""
+    topic = create_model(
+        "TopicQuery",
+        __base__=TopicQuery,
+        documents=(list[int], Field(description="numbers of the documents needed to answer it",
+                                    json_schema_extra={"minItems": min_docs})),
+    )  # fmt: skip
+    return create_model(
+        "TopDownReply",
+        __base__=TopDownReply,
+        queries=(list[topic], Field(default_factory=list,  # type: ignore[valid-type]
+                                    json_schema_extra={"minItems": queries, "maxItems": queries})),
+    )  # fmt: skip
 
 
 class TopDownTask(LLMTask[TopicItem, Query]):
@@ -129,6 +155,7 @@ class TopDownTask(LLMTask[TopicItem, Query]):
             raise ValueError("queries and min_docs must be >= 1")
         super().__init__(lang=lang, template=template)
         self.queries, self.min_docs, self.max_overlap = queries, min_docs, max_overlap
+        self.response_model = reply_model(queries, min_docs)  # type: ignore[misc]
         self.origin = f"{self.prompt_hash}@{model}"
 
     def item_id(self, item: TopicItem) -> str:
@@ -152,7 +179,10 @@ class TopDownTask(LLMTask[TopicItem, Query]):
             raise RowRejected("no_queries", "the reply holds no query")
         docs = item.documents()
         shown = "\n".join(f"{d['title']}\n{d['excerpt']}" for d in docs)
-        checker = RowChecker(shown, self.lang, max_overlap=self.max_overlap)
+        context = "\n".join(
+            [d["details"] for d in docs] + [item.cluster.industry, item.cluster.period]
+        )
+        checker = RowChecker(shown, self.lang, max_overlap=self.max_overlap, context=context)
         out: list[Query | Failure] = []
         for i, q in enumerate(reply.queries):
             named = sorted(set(q.documents))
@@ -280,11 +310,21 @@ def top_down_queries(
         first = by_doc.get(doc_id)
         return " ".join(first[0].text.split())[: opts.excerpt_chars] if first else ""
 
+    def details(doc_id: str) -> str:
+        first = by_doc.get(doc_id)
+        if not first:
+            return ""
+        p = first[0]
+        return "; ".join(x for x in (p.company, p.doc_type, p.date) if x)
+
     task = TopDownTask(
         lang=lang, model=llm.model, queries=opts.queries, min_docs=opts.min_docs,
         max_overlap=opts.max_overlap, template=opts.template,
     )  # fmt: skip
-    topic_items = [TopicItem(c, tuple(excerpt(d) for d in c.doc_ids)) for c in items]
+    topic_items = [
+        TopicItem(c, tuple(excerpt(d) for d in c.doc_ids), tuple(details(d) for d in c.doc_ids))
+        for c in items
+    ]
     generated = list(run_task(task, topic_items, llm))
     candidates = [q for r in generated for q in r.records]
     pairs = rank_candidates(

@@ -163,6 +163,11 @@ class VerifyParams(StageParams):
     input: Refs = Field(None, description="CoTSamples (default: the run's)")
     items: Refs = Field(None, description="QAItems (default: the run's)")
     judge: bool = Field(True, description="ask the LLM answer judge when the rules cannot decide")
+    rounding: Literal["strict", "lenient"] = Field(
+        "strict",
+        description="numbers: strict (within 1% or the gold's printed precision) or lenient "
+        "(a prediction rounded to its own coarser precision also passes)",
+    )
 
 
 @stage(VerifyParams, inputs=_SAMPLES, outputs={"": "cot"}, role="judge", judges="cot")
@@ -173,7 +178,10 @@ def verify(ctx: StageContext, params: VerifyParams) -> None:
     """
     items = {it.qa_id: it for it in ctx.input("items", params.items)}
     samples = ctx.input("input", params.input)
-    results = verify_samples(items.values(), samples, ctx.llm(), judge=params.judge, lang=ctx.lang)
+    results = verify_samples(
+        items.values(), samples, ctx.llm(), judge=params.judge, lang=ctx.lang,
+        rounding=params.rounding,
+    )  # fmt: skip
     labels = {True: "correct", False: "wrong", None: "undecided"}
     methods = Counter[str]()
 
