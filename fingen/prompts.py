@@ -11,6 +11,7 @@ Search order for ``<task>.<lang>.jinja``: the directory given to ``set_prompt_di
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from dataclasses import dataclass
@@ -132,23 +133,98 @@ def templates_digest() -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+_SCHEMA_TABLE = "schema.{lang}.json"
+_tables: dict[tuple[Path, int, int], dict[str, str]] = {}
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _read_table(path: Path) -> dict[str, str]:
+    """One ``schema.<lang>.json`` (English description -> translation), cached per file
+    version (path, mtime, size)."""
+    stat = path.stat()
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    with _lock:
+        table = _tables.get(key)
+    if table is not None:
+        return table
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"cannot read schema translations: {exc}", where=str(path)) from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ConfigError("expected a JSON object of strings (English -> translation)",
+                          where=str(path))  # fmt: skip
+    table = {_plain(k): v for k, v in data.items()}
+    with _lock:
+        _tables[key] = table
+    return table
+
+
+def _base_lang(lang: str) -> str:
+    return lang.lower().replace("_", "-").split("-")[0] or "en"
+
+
+def _schema_table(lang: str) -> dict[str, str]:
+    """Description translations for ``lang`` ({} for English): every ``schema.<lang>.json``
+    on the template search path, merged so that earlier directories win entry by entry (a
+    user's file needs only the entries it changes)."""
+    base = _base_lang(lang)
+    if base == "en":
+        return {}
+    merged: dict[str, str] = {}
+    for d in reversed(_search_dirs()):
+        path = d / _SCHEMA_TABLE.format(lang=base)
+        if path.is_file():
+            merged.update(_read_table(path))
+    return merged
+
+
 def localize_schema(schema: dict[str, Any], lang: str) -> dict[str, Any]:
     """The JSON schema a model is shown for ``lang``: pydantic's auto-generated ``title`` keys
-    dropped (noise in a prompt); for Chinese, field descriptions in Chinese."""
+    dropped (noise in a prompt); for other languages than English, every ``description``
+    replaced by its translation from ``schema.<lang>.json`` (found like the templates; a
+    description without one stays as is), and ``$ref``s to ``$defs`` inlined so the model sees
+    no English class names (recursive definitions keep their ``$ref``)."""
+    localized = _base_lang(lang) != "en"
+    table = _schema_table(lang)
+    defs = schema.get("$defs") if localized else None
+    defs = defs if isinstance(defs, dict) else {}
+    kept_refs = False
 
-    def walk(node: Any) -> Any:  # a schema node
+    def walk(node: Any, inlining: tuple[str, ...] = ()) -> Any:  # a schema node
+        nonlocal kept_refs
         if isinstance(node, list):
-            return [walk(v) for v in node]
+            return [walk(v, inlining) for v in node]
         if not isinstance(node, dict):
             return node
+        ref = node.get("$ref")
+        if defs and isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref[len("#/$defs/") :]
+            if name in defs and name not in inlining:
+                target = walk(defs[name], (*inlining, name))
+                rest = walk({k: v for k, v in node.items() if k != "$ref"}, inlining)
+                return {**target, **rest}
+            kept_refs = True
         out: dict[str, Any] = {}
         for key, value in node.items():
             if key == "title" and isinstance(value, str):
                 continue
-            if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
-                out[key] = {name: walk(sub) for name, sub in value.items()}
+            if key == "description" and isinstance(value, str) and localized:
+                out[key] = table.get(_plain(value), value)
+            elif key == "$defs" and value is defs:  # kept only for recursive definitions
+                out[key] = {name: walk(sub, (name,)) for name, sub in value.items()}
+            elif key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+                out[key] = {name: walk(sub, inlining) for name, sub in value.items()}
             else:
-                out[key] = walk(value)
+                out[key] = walk(value, inlining)
         return out
 
-    return walk(schema)  # type: ignore[no-any-return]
+    result: dict[str, Any] = walk(schema)
+    if defs and not kept_refs:
+        result.pop("$defs", None)
+    return result
