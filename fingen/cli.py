@@ -190,20 +190,37 @@ def audit(
     cross_encoder: Annotated[
         str | None, typer.Option(help="CrossEncoder model path (judge=cross_encoder).")
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="The run's model that judges (default: models.judge, else llm)."),
+    ] = None,
+    second_embedder: Annotated[
+        str | None, typer.Option(help="Another embedder whose top-100 joins the pool (e5, path).")
+    ] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Estimate mined-label precision and the false-negative rate (FinCPRG reports ~4%).
+    """Estimate mined-label precision and the false-negative rate per level, with 95%
+    intervals (FinCPRG reports ~4% false negatives after mining).
 
-    Re-judges a sample of mined pairs and of unlabeled top-ranked pairs; writes audit.json.
-    Use a stronger judge than the run's with e.g. --set llm.model=... .
+    Re-judges a sample of mined positives, and of a pool mining never judged: the mining
+    embedder's ranks beyond its depth, BM25's top-20 and a second embedder. Writes
+    audit.json. Use another model than the mining judge (models.judge by default).
     """
     from fingen.console import console
     from fingen.runs import audit as run_audit
 
     result = run_audit(
-        run_dir, sample, judge=judge, cross_encoder=cross_encoder, overrides=set_ or []
-    )
-    console.print_json(data=result)
+        run_dir, sample, judge=judge, model=model, cross_encoder=cross_encoder,
+        second_embedder=second_embedder, overrides=set_ or [],
+    )  # fmt: skip
+    for level, entry in result["levels"].items():
+        p, f = entry["mined_precision"], entry["false_negative_rate"]
+        console.print(
+            f"{level}: mined precision {p['precision']} {tuple(p['ci95'])} (n={p['judged']}); "
+            f"false-negative rate {f['rate']} {tuple(f['ci95'])} (n={f['judged']}, "
+            f"pool {f['pool']})"
+        )
+    console.print(f"judge: {result['judge']}; written to {run_dir / 'audit.json'}")
 
 
 @app.command()

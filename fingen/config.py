@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from fingen.errors import ConfigError
 from fingen.llm.config import BudgetConfig, FakeConfig, LLMConfig, LocalModelConfig, PricesConfig
+from fingen.splits import SplitConfig
 
 __all__ = [
     "BudgetConfig",
@@ -23,6 +24,8 @@ __all__ = [
     "LocalModelConfig",
     "PipelineConfig",
     "PricesConfig",
+    "RelevanceConfig",
+    "SplitConfig",
     "StageConfig",
     "apply_overrides",
     "format_validation_error",
@@ -48,6 +51,14 @@ class EmbedderConfig(_Strict):
     batch_size: int = Field(64, ge=1)
     device: str = "cpu"
     cache: bool = True
+
+
+class RelevanceConfig(_Strict):
+    """What a grade means in binary exports (see ``fingen.labels``)."""
+
+    min_positive: Literal[1, 2] = Field(
+        2, description="lowest grade that is a positive (2: answers the query)"
+    )
 
 
 class StageConfig(_Strict):
@@ -81,6 +92,8 @@ class PipelineConfig(_Strict):
         description="named models (judge, teacher, ...): each inherits every key of llm",
     )
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    relevance: RelevanceConfig = Field(default_factory=RelevanceConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig, description="held-out documents")
     stages: list[StageConfig] = Field(min_length=1)
     _source_dir: Path | None = PrivateAttr(None)  # folder of the YAML file, for relative paths
 

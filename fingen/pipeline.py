@@ -198,8 +198,11 @@ def run_pipeline(
         "llm": {"backend": config.llm.backend, "model": config.llm.model or config.llm.local.model},
         "models": {name: model_entry(config, name) for name in config.model_names()},
         "embedder": config.embedder.model,
-        "stages": {},
-    }
+        # stages of an earlier pipeline on this run directory stay recorded (their files are
+        # still the run's data), before this pipeline's own
+        "stages": {k: {**e, "earlier": True} for k, e in previous.items()
+                   if k not in {sc.key for sc in config.stages}},
+    }  # fmt: skip
     resources = Resources(config, store, carried_budget(config, previous_manifest))
     fingerprints: list[str] = []
     status = "complete"

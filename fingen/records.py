@@ -108,10 +108,13 @@ class Query(Record):
 
 
 class Qrel(Record):
+    """A relevance label: grade 0 (not relevant), 1 (partially) or 2 (answers the query);
+    ``kind`` says where it came from (see ``fingen.labels``)."""
+
     query_id: str
     passage_id: str
-    score: int = 1
-    kind: Literal["direct", "mined", "judged", "negative"] = "direct"
+    score: int = Field(2, ge=0, le=2)
+    kind: Literal["direct", "mined", "judged"] = "direct"
     judge: str | None = None
     rationale: str | None = None
 
@@ -133,6 +136,7 @@ class HardNegatives(Record):
 
     query_id: str
     positive_ids: list[str]
+    positive_scores: list[float] = Field(default_factory=list)  # per positive: similarity
     negative_ids: list[str] = Field(default_factory=list)
     sources: list[str] = Field(default_factory=list)  # per negative: "verified" | "ranked"
     scores: list[float] = Field(default_factory=list)  # per negative: embedder similarity
@@ -202,7 +206,6 @@ KINDS: dict[str, tuple[type[Record] | None, tuple[str, ...] | None]] = {
     "passage": (Passage, ("passage_id",)),
     "query": (Query, ("query_id",)),
     "qrel": (Qrel, ("query_id", "passage_id")),
-    "partial": (Qrel, ("query_id", "passage_id")),
     "cluster": (TopicCluster, ("cluster_id",)),
     "hard_negatives": (HardNegatives, ("query_id",)),
     "qa": (QAItem, ("qa_id",)),

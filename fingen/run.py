@@ -25,6 +25,7 @@ from typing import Any
 
 from fingen.errors import InputError, StoreError
 from fingen.files import iter_jsonl
+from fingen.labels import RelevanceRule
 from fingen.records import (
     KINDS,
     CoTSample,
@@ -159,8 +160,8 @@ class RunData:
     view: RunView
     manifest: dict[str, Any]
     queries: dict[str, Query] = field(default_factory=dict)
-    qrels: list[Qrel] = field(default_factory=list)
-    partial: list[Qrel] = field(default_factory=list)
+    qrels: list[Qrel] = field(default_factory=list)  # every label, grades 0-2
+    rule: RelevanceRule = field(default_factory=RelevanceRule)
     clusters: list[dict[str, Any]] = field(default_factory=list)
     hard_negatives: list[HardNegatives] = field(default_factory=list)
     qa: dict[str, QAItem] = field(default_factory=dict)
@@ -188,11 +189,18 @@ class RunData:
 
     @property
     def positives(self) -> list[Qrel]:
-        return [q for q in self.qrels if q.score > 0 and q.kind != "negative"]
+        """Labels at or above the run's ``relevance.min_positive``."""
+        return [q for q in self.qrels if self.rule.is_positive(q)]
 
     @property
     def negatives(self) -> list[Qrel]:
-        return [q for q in self.qrels if q.score <= 0 or q.kind == "negative"]
+        """Verified negatives: judged or mined labels of grade 0."""
+        return [q for q in self.qrels if self.rule.is_negative(q)]
+
+    @property
+    def partial(self) -> list[Qrel]:
+        """Labels between 0 and the positive threshold: neither positive nor negative."""
+        return [q for q in self.qrels if 0 < q.score < self.rule.min_positive]
 
 
 def _cluster_row(c: TopicCluster) -> dict[str, Any]:
@@ -208,11 +216,12 @@ def load_run(run_dir: str | Path) -> RunData:
         StoreError: the manifest or a stage file is corrupt.
     """
     view = RunView.open(run_dir)
-    data = RunData(view, read_manifest(view.root))
+    manifest = read_manifest(view.root)
+    min_positive = manifest.get("config", {}).get("relevance", {}).get("min_positive", 2)
+    data = RunData(view, manifest, rule=RelevanceRule(min_positive))
     data.queries = {q.query_id: q for q in view.records("query")}
     keep = data.queries.keys()
     data.qrels = [r for r in view.records("qrel") if not keep or r.query_id in keep]
-    data.partial = [r for r in view.records("partial") if not keep or r.query_id in keep]
     data.clusters = [_cluster_row(c) for c in view.records("cluster")]
     data.hard_negatives = list(view.records("hard_negatives"))
     data.qa = {q.qa_id: q for q in view.records("qa")}

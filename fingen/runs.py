@@ -57,28 +57,40 @@ def audit(
     sample: int,
     *,
     judge: str = "llm",
+    model: str | None = None,
     cross_encoder: str | None = None,
+    second_embedder: str | None = None,
     overrides: list[str] | None = None,
 ) -> dict[str, Any]:
-    """``fingen audit``: re-judge mined labels and unlabeled top-ranked pairs.
+    """``fingen audit``: re-judge mined labels, and a pool of pairs mining never judged.
 
-    The LLM judge is the run's ``llm`` config with ``overrides`` (e.g. a stronger model);
-    it has its own request cache (``cache/audit.sqlite``), so the mining judge's cached
-    verdicts are never reused as the audit's.
+    The LLM judge is the run's ``model`` (default: ``models.judge`` when the run defines
+    one, else ``llm``), with ``overrides`` (e.g. a stronger model). It has its own request
+    cache (``cache/audit.sqlite``), so the mining judge's cached verdicts are never reused.
     """
     from fingen.llm.engine import build_engine
     from fingen.retrieval.audit import audit_run
     from fingen.retrieval.judges import build_judge
 
     config = run_config(run_dir, overrides)
+    name = model or ("judge" if "judge" in config.models else "default")
     engine = None
     try:
         if judge == "llm":
-            engine = build_engine(config.llm, cache_path=run_dir / "cache" / "audit.sqlite")
+            engine = build_engine(
+                config.model_config_for(name), cache_path=run_dir / "cache" / "audit.sqlite"
+            )
             judge_impl = build_judge("llm", llm=engine.for_stage("audit"), lang=config.lang)
         else:
             judge_impl = build_judge(judge, model=cross_encoder, lang=config.lang)
-        return audit_run(run_dir, sample, judge_impl)
+        second = None
+        if second_embedder:
+            from fingen.embed.models import load_embedder
+
+            second = load_embedder(second_embedder)
+        report = audit_run(run_dir, sample, judge_impl, second_embedder=second)
+        report["judge_model"] = name if judge == "llm" else cross_encoder
+        return report
     finally:
         if engine is not None:
             engine.close()

@@ -5,6 +5,7 @@ writers, a pipeline runner on the fake backend, and the judge table the mining t
 
 from __future__ import annotations
 
+import json
 import re
 import zlib
 from collections.abc import Sequence
@@ -164,6 +165,12 @@ def write_upstream(run_dir: Path) -> tuple[list[Passage], list[Query], list[Qrel
     write_records(run_dir / "chunk.jsonl", passages)
     write_records(run_dir / "bottom_up.queries.jsonl", queries)
     write_records(run_dir / "bottom_up.qrels.jsonl", qrels)
+    stages = {
+        "chunk": {"stage": "chunk", "status": "done", "kinds": {"main": "passage"}},
+        "bottom_up": {"stage": "bottom_up", "status": "done",
+                      "kinds": {"queries": "query", "qrels": "qrel"}},
+    }  # fmt: skip
+    (run_dir / "manifest.json").write_text(json.dumps({"stages": stages}), encoding="utf-8")
     return passages, queries, qrels
 
 
@@ -174,14 +181,16 @@ def run(
     handler: Handler | None = None,
     embedder: str = "bag",
     lang: str = "en",
+    **settings: Any,
 ) -> RunResult:
     """Run ``stages`` into ``tmp_path/run``; the LLM is the fake backend answering from
-    ``handler`` (model "judge-m"), or its schema-minimal default without one."""
+    ``handler`` (model "judge-m"), or its schema-minimal default without one. ``settings``
+    are further top-level pipeline keys (``split``, ``relevance``, ...)."""
 
     def go(llm: dict[str, Any]) -> RunResult:
         config = PipelineConfig.model_validate(
             {"name": "t", "lang": lang, "llm": llm, "embedder": {"model": embedder},
-             "stages": stages}
+             "stages": stages, **settings}
         )  # fmt: skip
         return run_pipeline(config, tmp_path / "run")
 

@@ -1,7 +1,7 @@
 """A small but complete run directory for the report, publish and browser tests.
 
 ``make_fixture_run`` writes it with the real record classes: renamed stage keys, a filter
-that drops a query, direct/judged/mined/negative labels, clusters, CoT samples, SFT/RL/DPO
+that drops a query, direct/judged/mined labels of every grade (0-2), clusters, CoT samples, SFT/RL/DPO
 records, failures, and document text that tries to inject HTML. ``Counts`` reads the counts
 a rendered report shows; ``manifest_value`` finds the manifest's number for one of them.
 """
@@ -180,7 +180,7 @@ def make_fixture_run(root: Path, *, licence: str | None = "cc-by-4.0") -> Path:
         root / "mine.jsonl",
         [_qrel("qs1", "p2", 1, "mined", "mentions 2023 results"), _qrel("qt1", "p4", 2, "mined")],
     )
-    _write(root / "mine.negatives.jsonl", [_qrel("qs3", "p1", 0, "negative", "about revenue")])
+    _write(root / "mine.negatives.jsonl", [_qrel("qs3", "p1", 0, "mined", "about revenue")])
     _write(root / "filter.queries.jsonl", [*queries[:-1], topic])
     _write(root / "filter.rejected.jsonl", [queries[-1]])
     _reasoning(root)

@@ -114,7 +114,7 @@ def test_valid_rows_give_queries_with_direct_qrels(en_passage: Passage) -> None:
     assert sq.source_passage_ids == [en_passage.passage_id]
     assert sq.source_doc_ids == [en_passage.doc_id]
     assert {(r.query_id, r.passage_id, r.score, r.kind) for r in qrels} == {
-        (q.query_id, en_passage.passage_id, 1, "direct") for q in queries
+        (q.query_id, en_passage.passage_id, 2, "direct") for q in queries
     }
 
 
@@ -128,7 +128,9 @@ def test_query_ids_are_stable_across_runs(en_passage: Passage) -> None:
 def test_span_check_tolerates_whitespace_and_line_breaks(en_passage: Passage) -> None:
     s0 = en_passage.sentence_text(0)
     reflowed = "\n   ".join(s0.split())
-    reply = _reply(sentence_queries=[_sq("What does 3M state first in its 2018 annual report?", [0], reflowed)])
+    reply = _reply(
+        sentence_queries=[_sq("What does 3M state first in its 2018 annual report?", [0], reflowed)]
+    )
     queries, _, failures = _split(BottomUpTask(passage_queries=0).parse(en_passage, reply, DONE))
     assert failures == [] and len(queries) == 1
 

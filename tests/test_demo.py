@@ -105,7 +105,7 @@ def test_eval_audit_report_and_publish_commands_on_a_finished_run(tmp_path: Path
     assert {"bm25", "minilm"} <= set(metrics["results"])
     audit = fingen("audit", str(run_dir), "--sample", "3")
     assert audit.returncode == 0, audit.stderr
-    assert {"mined", "unlabeled"} <= set(json.loads((run_dir / "audit.json").read_text()))
+    assert {"levels", "pool", "judge"} <= set(json.loads((run_dir / "audit.json").read_text()))
     report = fingen("report", str(run_dir), "--out", "again.html")
     assert report.returncode == 0 and (run_dir / "again.html").is_file()
     dry = fingen("publish", str(run_dir), "--repo-id", "me/demo", "--dry-run")

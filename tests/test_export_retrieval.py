@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from fingen.export.retrieval import BASE_FILES, beir_dataset_dict, beir_qrels
+from fingen.labels import RelevanceRule
 from fingen.llm.base import ChatRequest
 from fingen.llm.fake import Handler
 from fingen.records import HardNegatives, Qrel, Query
@@ -42,7 +43,7 @@ def check_beir(root: Path) -> dict[str, list[dict[str, str]]]:
     corpus = datasets.load_dataset("json", data_files=str(root / "corpus.jsonl"), split="train")
     queries = datasets.load_dataset("json", data_files=str(root / "queries.jsonl"), split="train")
     assert corpus.column_names == ["_id", "title", "text"]
-    assert queries.column_names == ["_id", "text", "level"]
+    assert queries.column_names == ["_id", "text", "level", "split"]
     pids, qids = set(corpus["_id"]), set(queries["_id"])
     files = {}
     for path in sorted((root / "qrels").glob("*.tsv")):
@@ -71,7 +72,7 @@ def test_qrels_go_to_levels_and_extended_files_by_kind() -> None:
         Qrel(query_id=p_q, passage_id="m2", score=1, kind="mined"),
         Qrel(query_id=s_q, passage_id=direct[0].passage_id, score=2, kind="mined"),  # same pair
         Qrel(query_id="q-topic", passage_id="t1", score=2, kind="judged"),
-        Qrel(query_id="q-topic", passage_id="t2", score=0, kind="negative"),
+        Qrel(query_id="q-topic", passage_id="t2", score=0, kind="judged"),
         Qrel(query_id="unknown", passage_id="x", kind="direct"),
     ]
     files = beir_qrels([*queries, topic], labels)
@@ -79,7 +80,8 @@ def test_qrels_go_to_levels_and_extended_files_by_kind() -> None:
     assert ("q-topic", "t1", 1) in files["topic_level"] and ("q-topic", "t1", 1) in files["all"]
     assert (s_q, "m1", 1) in files["sentence_level_extended"]
     assert (s_q, "m1", 1) not in files["sentence_level"] + files["all"]
-    assert (p_q, "m2", 1) in files["passage_level_extended"]
+    # grade 1 is partial: never a positive at the default min_positive (2), kept when graded
+    assert not any(r[1] == "m2" for r in files["passage_level_extended"])
     assert {r[:2] for r in files["sentence_level"]} <= {
         r[:2] for r in files["sentence_level_extended"]
     }
@@ -87,7 +89,11 @@ def test_qrels_go_to_levels_and_extended_files_by_kind() -> None:
     assert len(files["all"]) == len(direct) + 1
     graded = beir_qrels([*queries, topic], labels, graded=True)
     assert (s_q, direct[0].passage_id, 2) in graded["sentence_level"]  # a direct pair, graded 2
-    topic_mined = [*labels, Qrel(query_id="q-topic", passage_id="t3", score=1, kind="mined")]
+    assert (p_q, "m2", 1) in graded["passage_level_extended"]
+    assert ("q-topic", "t2", 0) in graded["topic_level"]  # a verified negative keeps its 0
+    lenient = beir_qrels([*queries, topic], labels, rule=RelevanceRule(min_positive=1))
+    assert (p_q, "m2", 1) in lenient["passage_level_extended"]
+    topic_mined = [*labels, Qrel(query_id="q-topic", passage_id="t3", score=2, kind="mined")]
     assert beir_qrels([*queries, topic], topic_mined)["topic_level_extended"]
 
 
@@ -97,11 +103,10 @@ def write_labels(run_dir: Path) -> None:
     q0, q1 = queries[0].query_id, queries[1].query_id
     write_records(
         run_dir / "mine.qrels.jsonl",
-        [Qrel(query_id=q0, passage_id=pid("acme", 1), score=1, kind="mined", judge="llm:x")],
-    )
-    write_records(
-        run_dir / "mine.negatives.jsonl",
-        [Qrel(query_id=q0, passage_id=pid("beta", 2), score=0, kind="negative")],
+        [
+            Qrel(query_id=q0, passage_id=pid("acme", 1), score=2, kind="mined", judge="llm:x"),
+            Qrel(query_id=q0, passage_id=pid("beta", 2), score=0, kind="mined", judge="llm:x"),
+        ],
     )
     groups = [
         HardNegatives(
@@ -122,34 +127,41 @@ def test_export_stage_writes_every_format_loadable_with_datasets(tmp_path: Path)
     params = {
         "passages": "chunk",
         "queries": EXPLICIT["queries"],
-        "qrels": ["bottom_up.qrels", "mine.qrels", "mine.negatives"],
+        "qrels": ["bottom_up.qrels", "mine.qrels"],
         "negatives": "hard_negatives",
         "ntuple_negatives": 2,
         "instruction": "Represent this financial question for retrieval: ",
     }
-    result = run(tmp_path, [{"stage": "export_retrieval", "params": params}], embedder="none")
+    stages = [{"stage": "export_retrieval", "params": params}]
+    result = run(tmp_path, stages, embedder="none", split={"dev": 0.0})
     assert result.status == "complete"
     out = run_dir / "exports"
     files = check_beir(out / "beir")
     q0 = qid(QUERIES[0][0])
     assert (q0, pid("acme", 1)) in pairs(files["sentence_level_extended"])
     assert (q0, pid("acme", 1)) not in pairs(files["sentence_level"]) | pairs(files["all"])
-    assert (q0, pid("beta", 2)) not in set().union(*(pairs(r) for r in files.values()))
+    binary = [rows for name, rows in files.items() if not name.endswith("_graded")]
+    assert (q0, pid("beta", 2)) not in set().union(*(pairs(r) for r in binary))
+    assert (q0, pid("beta", 2)) in pairs(files["sentence_level_extended_graded"])  # grade 0
     assert len(files["all"]) == len(QUERIES)
+    assert len(files["train"]) == len(QUERIES) and "dev" not in files  # no dev split asked
     st = out / "sentence_transformers"
-    triplets = datasets.load_dataset("json", data_files=str(st / "triplets.jsonl"), split="train")
+    triplets = datasets.load_dataset("json", data_dir=str(st / "triplets"), split="train")
     assert (
         triplets.column_names == ["anchor", "positive", "negative"] and len(triplets) == 2 * 2 + 1
     )
-    ntuples = datasets.load_dataset("json", data_files=str(st / "ntuples.jsonl"), split="train")
+    ntuples = datasets.load_dataset("json", data_dir=str(st / "ntuples"), split="train")
     assert ntuples.column_names == ["anchor", "positive", "negative_1", "negative_2"]
-    assert len(ntuples) == 2  # the group with one negative is skipped
-    assert result.stages["export_retrieval"]["extra"]["ntuple_skipped"] == 1
+    assert len(ntuples) == 2  # the group with one negative is skipped, and reported
+    extra = result.stages["export_retrieval"]["extra"]
+    assert extra["ntuple_skipped_groups"] == 1 and "1 of 2 groups" in extra["ntuple_note"]
     flag = [
         json.loads(x) for x in (out / "flag_embedding" / "train.jsonl").read_text().splitlines()
     ]
     assert flag[0]["query"] == QUERIES[0][0] and flag[0]["prompt"].startswith("Represent")
     assert flag[0]["pos"][0] == DOCS["acme"][1][0] and len(flag[0]["neg"]) == 2
+    assert all(row["prompt"] for row in flag)  # every row: FlagEmbedding reads "None" otherwise
+    assert len(flag[0]["pos_scores"]) == len(flag[0]["pos"])
     dd = datasets.load_from_disk(str(out / "hf"))
     assert set(dd) == {"corpus", "queries", "qrels"}
     assert dd["qrels"].features["score"].dtype == "int32"
@@ -233,8 +245,13 @@ def test_full_retrieval_pipeline_on_the_fake_backend(tmp_path: Path) -> None:
     assert 0 < len(kept) <= len(made)
     files = check_beir(run_dir / "exports" / "beir")
     mined_pairs = {(r.query_id, r.passage_id) for r in mined}
-    extended = pairs(files["sentence_level_extended"])
-    assert {p for p in mined_pairs if p[0] in {q.query_id for q in kept}} <= extended
+    positive = {(r.query_id, r.passage_id) for r in mined if r.score >= 2}
+    kept_ids = {q.query_id for q in kept}
+    assert {p for p in positive if p[0] in kept_ids} == pairs(
+        files["sentence_level_extended"]
+    ) - pairs(files["sentence_level"])
+    graded = pairs(files["sentence_level_extended_graded"])
+    assert {p for p in mined_pairs if p[0] in kept_ids} <= graded  # every grade, 0-2
     assert not mined_pairs & pairs(files["all"])
     groups = read(run_dir, "hard_negatives", HardNegatives)
     assert groups and all(not set(g.positive_ids) & set(g.negative_ids) for g in groups)

@@ -96,14 +96,13 @@ def test_filter_stage_keeps_queries_and_their_labels_only(tmp_path: Path, bag: B
     run_dir = tmp_path / "run"
     _, queries, qrels = write_upstream(run_dir)
     dup = qid(QUERIES[4][0])
-    # the near-duplicate also has a mined label and a partial label: both leave with it
+    # the near-duplicate also has mined labels of grade 2 and 1: both leave with it
     write_records(
         run_dir / "mine.qrels.jsonl",
-        [Qrel(query_id=dup, passage_id=pid("beta", 1), score=2, kind="mined")],
-    )
-    write_records(
-        run_dir / "mine.partial.jsonl",
-        [Qrel(query_id=dup, passage_id=pid("beta", 2), score=1, kind="mined")],
+        [
+            Qrel(query_id=dup, passage_id=pid("beta", 1), score=2, kind="mined"),
+            Qrel(query_id=dup, passage_id=pid("beta", 2), score=1, kind="mined"),
+        ],
     )
     # a query whose source passage cannot be found by the embedder fails the round trip
     lost = Query(
@@ -117,7 +116,6 @@ def test_filter_stage_keeps_queries_and_their_labels_only(tmp_path: Path, bag: B
         "passages": "chunk",
         "queries": EXPLICIT["queries"],
         "qrels": ["bottom_up.qrels", "mine.qrels"],
-        "partial": ["mine.partial"],
         "dedup_threshold": 0.9,
         "round_trip": True,
         "round_trip_k": 3,
@@ -133,8 +131,8 @@ def test_filter_stage_keeps_queries_and_their_labels_only(tmp_path: Path, bag: B
     labels = read(run_dir, "filter.qrels", Qrel)
     assert {r.query_id for r in labels} == {x.query_id for x in kept}
     assert len(labels) == len(qrels) - 1
-    assert read(run_dir, "filter.partial") == []
-    assert entry["extra"]["labels_dropped"] == {"qrels": 2, "partial": 1}
+    assert entry["extra"]["labels_dropped"] == 3  # the duplicate's direct and two mined labels
+    assert entry["extra"]["round_trip_pass_rate"] == round(1 - 1 / len(queries), 4)
 
 
 def test_filter_without_embedding_test_uses_exact_text_only(tmp_path: Path) -> None:
@@ -169,17 +167,15 @@ def test_stage_inputs_follow_the_pipeline_order(tmp_path: Path) -> None:
                 f.path.write_text("")
         ctx = _context(config, stages.index(key), store, Resources(config, store), specs)
         view = ctx.view()
-        return {k: [f.ref for f in view.files_of(k)] for k in ("query", "qrel", "partial")}
+        return {k: [f.ref for f in view.files_of(k)] for k in ("query", "qrel")}
 
     order = ["chunk", "bottom_up", "top_down", "filter", "mine", "hard_negatives"]
     got = view_of("hard_negatives", order)
     assert got["query"] == ["filter"]
-    assert got["qrel"] == ["filter.qrels", "mine.qrels", "mine.negatives"]
-    assert got["partial"] == ["filter.partial", "mine.partial"]
+    assert got["qrel"] == ["filter.qrels", "mine.qrels"]  # a filter replaces what came before
     got = view_of("mine", ["chunk", "bottom_up", "top_down", "mine", "filter"])
     assert got["query"] == ["bottom_up.queries", "top_down.queries"]
-    generated = ["bottom_up.qrels", "top_down.qrels", "top_down.negatives"]
-    assert got["qrel"] == generated
+    assert got["qrel"] == ["bottom_up.qrels", "top_down.qrels"]
     config = PipelineConfig.model_validate({"name": "t", "stages": [{"stage": "chunk"},
                                                                    {"stage": "mine"}]})  # fmt: skip
     with pytest.raises(ConfigError, match="no earlier stage produces"):

@@ -178,7 +178,7 @@ def test_budget_stops_cleanly_and_keeps_finished_results(tmp_path: Path) -> None
         }
         with engine_for(srv, tmp_path, **cfg) as engine:
             done = []
-            with pytest.raises(BudgetExceeded, match="llm.budget.max_tokens"):
+            with pytest.raises(BudgetExceeded, match=r"llm\.budget\.max_tokens"):
                 for r in run_task(EchoTask(), range(10), engine, window=1):
                     done.append(r)
             # each request holds its worst case (~60 prompt + 40) before it is sent: the 4th

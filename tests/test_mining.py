@@ -94,9 +94,7 @@ def test_judge_task_renders_the_rubric_and_parses_a_grade() -> None:
 # --- the mine stage on the fake backend -----------------------------------------------------
 
 
-def test_mine_stage_writes_mined_qrels_and_verified_negatives(
-    tmp_path: Path, bag: BagEmbedder
-) -> None:
+def test_mine_stage_writes_every_grade_as_a_mined_label(tmp_path: Path, bag: BagEmbedder) -> None:
     run_dir = tmp_path / "run"
     _, _, qrels = write_upstream(run_dir)
     direct = {(r.query_id, r.passage_id) for r in qrels}
@@ -106,34 +104,41 @@ def test_mine_stage_writes_mined_qrels_and_verified_negatives(
     judged = judge.count
     assert result.status == "complete"
     mined = read(run_dir, "mine.qrels", Qrel)
-    negatives = read(run_dir, "mine.negatives", Qrel)
-    assert {(r.query_id, r.passage_id, r.score) for r in mined} == {
+    assert {(r.query_id, r.passage_id, r.score) for r in mined if r.score > 0} == {
         (qid(QUERIES[0][0]), pid("acme", 1), 1),
         (qid(QUERIES[1][0]), pid("acme", 0), 2),
         (qid(QUERIES[2][0]), pid("acme", 1), 1),
     }
+    negatives = [r for r in mined if r.score == 0]  # verified negatives: graded 0
     assert all(r.kind == "mined" and r.judge and r.judge.startswith("llm:judge-m#") for r in mined)
-    assert all(r.rationale and r.rationale.startswith("graded") for r in mined)
-    assert negatives and all(r.kind == "negative" and r.score == 0 for r in negatives)
-    pairs = {(r.query_id, r.passage_id) for r in mined + negatives}
+    assert all(r.rationale and r.rationale.startswith("graded") for r in mined if r.score)
+    assert negatives
+    pairs = {(r.query_id, r.passage_id) for r in mined}
     assert not pairs & direct  # a direct label is never re-judged
     assert len(pairs) == judged == result.stages["mine"]["inputs"]
     extra = result.stages["mine"]["extra"]
     assert extra["grades"] == {"0": len(negatives), "1": 2, "2": 1}
-    assert extra["queries_with_mined"] == 3
-    assert read(run_dir, "mine.partial") == []
+    # relevance.min_positive is 2: one positive, the two grade-1 labels are partial
+    assert extra["outcomes"] == {"positive": 1, "partial": 2, "negative": len(negatives)}
+    assert extra["queries_with_mined"] == 1
     assert read(run_dir, "bottom_up.qrels", Qrel) == qrels  # upstream untouched
 
 
-def test_threshold_two_keeps_partial_grades_apart(tmp_path: Path, bag: BagEmbedder) -> None:
-    run_dir = tmp_path / "run"
-    write_upstream(run_dir)
-    params = {**EXPLICIT, "global_top_k": 0, "threshold": 2}
-    run(tmp_path, [{"stage": "mine", "params": params}], handler=judge_table(JUDGE_TABLE))
-    assert [r.score for r in read(run_dir, "mine.qrels", Qrel)] == [2]
-    partial = read(run_dir, "mine.partial", Qrel)
-    assert sorted(r.score for r in partial) == [1, 1]
-    assert all(r.kind == "mined" for r in partial)
+def test_min_positive_decides_what_a_grade_means_not_what_is_stored(
+    tmp_path: Path, bag: BagEmbedder
+) -> None:
+    write_upstream(tmp_path / "a" / "run")
+    write_upstream(tmp_path / "b" / "run")
+    params = {**EXPLICIT, "global_top_k": 0}
+    stages = [{"stage": "mine", "params": params}]
+    strict = run(tmp_path / "a", stages, handler=judge_table(JUDGE_TABLE))
+    lenient = run(tmp_path / "b", stages, handler=judge_table(JUDGE_TABLE),
+                  relevance={"min_positive": 1})  # fmt: skip
+    assert strict.stages["mine"]["extra"]["outcomes"]["positive"] == 1
+    assert lenient.stages["mine"]["extra"]["outcomes"]["positive"] == 3
+    labels = [sorted((r.query_id, r.passage_id, r.score) for r in read(d / "run", "mine.qrels", Qrel))
+              for d in (tmp_path / "a", tmp_path / "b")]  # fmt: skip
+    assert labels[0] == labels[1]  # the same grades in both: only their reading differs
 
 
 def test_unparseable_verdict_is_a_counted_failure(tmp_path: Path, bag: BagEmbedder) -> None:
@@ -216,31 +221,36 @@ class TableJudge:
             yield Verdict(c, grade, self.name, "table")
 
 
-def test_audit_estimates_mined_precision_and_false_negative_rate(
+def test_audit_finds_false_negatives_mining_never_looked_at(
     tmp_path: Path, bag: BagEmbedder
 ) -> None:
     run_dir = tmp_path / "run"
     _, _, direct = write_upstream(run_dir)
+    # mining looks only at the embedder's top 2 (no local passages): other passages of the
+    # queries' own documents are relevant but never judged, i.e. planted false negatives
     params = {**EXPLICIT, "local": False, "global_top_k": 2}
     run(tmp_path, [{"stage": "mine", "params": params}], handler=judge_table(JUDGE_TABLE))
     mined = read(run_dir, "mine.qrels", Qrel)
-    assert len(mined) >= 2
-    # the auditor disagrees with every mined label but the first
-    grades = {(r.query_id, r.passage_id): 0 for r in mined[1:]}
-    judge = TableJudge(grades)
-    report = audit_run(run_dir, 50, judge, embedder=bag, top_k=3)
-    assert report["mined"]["judged"] == len(mined)
-    assert report["mined"]["precision"] == pytest.approx(1 / len(mined))
-    lo, hi = wilson_interval(1, len(mined))
-    assert lo < 1 / len(mined) < hi and tuple(report["mined"]["ci95"]) == (lo, hi)
-    labels = [*direct, *mined, *read(run_dir, "mine.negatives", Qrel)]
-    labeled = {(r.query_id, r.passage_id) for r in labels}
-    unlabeled = judge.seen[len(mined) :]
-    unl = report["unlabeled"]
-    assert unl["judged"] == len(unlabeled) == unl["population"] > 0
-    assert not {(c.query.query_id, c.passage.passage_id) for c in unlabeled} & labeled
-    same_doc = sum(c.passage.doc_id in c.query.source_doc_ids for c in unlabeled)
-    assert same_doc > 0 and unl["relevant"] == same_doc
-    assert unl["false_negative_rate"] == pytest.approx(same_doc / len(unlabeled))
+    positives = [r for r in mined if r.score >= 2]
+    assert positives
+    judge = TableJudge({(r.query_id, r.passage_id): 0 for r in positives[1:]})
+    report = audit_run(run_dir, 50, judge, embedder=bag, depth=8, bm25_k=3)
+    sentence = report["levels"]["sentence"]
+    precision = sentence["mined_precision"]
+    sentence_pos = [r for r in positives
+                    if r.query_id in {qid(t) for t, lvl, *_ in QUERIES if lvl == "sentence"}]  # fmt: skip
+    assert precision["judged"] == len(sentence_pos) > 0
+    labeled = {(r.query_id, r.passage_id) for r in [*direct, *mined]}
+    pool = [c for c in judge.seen if c.source != "mined"]
+    assert pool and not {(c.query.query_id, c.passage.passage_id) for c in pool} & labeled
+    planted = [c for c in pool if c.passage.doc_id in c.query.source_doc_ids]
+    fn = sentence["false_negative_rate"]
+    sentence_pool = [c for c in pool if c.query.level == "sentence"]
+    found = sum(c.passage.doc_id in c.query.source_doc_ids for c in sentence_pool)
+    assert planted and fn["relevant"] == found > 0
+    assert fn["rate"] == pytest.approx(found / len(sentence_pool))
+    lo, hi = wilson_interval(found, len(sentence_pool))
+    assert tuple(fn["ci95"]) == (lo, hi) and lo < fn["rate"] < hi
+    assert report["pool"]["mining_depth"] == 2 and report["judge"] == "table"
     saved = json.loads((run_dir / "audit.json").read_text())
-    assert saved["judge"] == "table" and saved["unlabeled"]["relevant"] == same_doc
+    assert saved["levels"]["sentence"]["false_negative_rate"]["relevant"] == found

@@ -161,18 +161,19 @@ def test_records_exclude_every_labeled_positive_and_prefer_verified() -> None:
         *direct,
         Qrel(query_id=q0, passage_id=pid("acme", 1), score=2, kind="mined"),
         Qrel(query_id=q0, passage_id=pid("acme", 2), score=1, kind="mined"),  # partial
-        Qrel(query_id=q0, passage_id=pid("gamma", 2), score=0, kind="negative"),
+        Qrel(query_id=q0, passage_id=pid("gamma", 2), score=0, kind="mined"),  # verified
     ]
     cfg = HardNegativeConfig(range_min=0, range_max=20, num_negatives=4)
     out = list(
         hard_negatives(
-            queries, passages, labels, embedder=BagEmbedder(), config=cfg, min_positive_score=2
+            queries, passages, labels, embedder=BagEmbedder(), config=cfg, min_positive=2
         )
     )
     groups = {g.query_id: g for g in out if isinstance(g, HardNegatives)}
     g = groups[q0]
-    # direct labels always count; mined ones from grade 2; the grade-1 one is no negative either
+    # direct labels (grade 2) first, then mined ones from grade 2; grade 1 is no negative either
     assert g.positive_ids == [pid("acme", 0), pid("acme", 1)]
+    assert len(g.positive_scores) == 2
     assert pid("acme", 2) not in g.positive_ids + g.negative_ids
     assert g.negative_ids[0] == pid("gamma", 2) and g.sources[0] == "verified"
     assert len(g.negative_ids) == len(g.sources) == len(g.scores) <= 4
@@ -187,7 +188,7 @@ def test_hard_negatives_stage_writes_groups_and_fails_queries_without_positive(
     write_records(run_dir / "bottom_up.qrels.jsonl", qrels[1:])
     write_records(
         run_dir / "extra.negatives.jsonl",
-        [Qrel(query_id=qrels[1].query_id, passage_id=pid("beta", 2), score=0, kind="negative")],
+        [Qrel(query_id=qrels[1].query_id, passage_id=pid("beta", 2), score=0, kind="judged")],
     )
     params = {
         "passages": "chunk",

@@ -16,20 +16,12 @@ from fingen.report import load_run
 from tests.report_fixtures import make_fixture_run
 
 TOKEN = "hf_FAKEtoken_0123456789abcdefSECRET"
-ALL_CONFIGS = {
-    "corpus",
-    "queries",
-    "qrels_all",
-    "qrels_sentence_level",
-    "qrels_sentence_level_extended",
-    "qrels_passage_level",
-    "qrels_passage_level_extended",
-    "qrels_topic_level",
-    "qrels_topic_level_extended",
-    "negatives",
-    "sft",
-    "dpo",
-    "rl",
+LABEL_FILES = [
+    "all", "sentence_level", "sentence_level_extended", "passage_level",
+    "passage_level_extended", "topic_level", "topic_level_extended", "train",
+]  # fmt: skip
+ALL_CONFIGS = {"corpus", "queries", "negatives", "sft", "dpo", "rl"} | {
+    f"qrels_{name}{graded}" for name in LABEL_FILES for graded in ("", "_graded")
 }
 
 
@@ -67,10 +59,14 @@ def test_dry_run_folder_loads_back_identically_for_every_config(
     result = publish_run(run_dir, "my-org/fin.data_v1", dry_run=True)
     assert result.folder == run_dir / "hub" and not result.uploaded and result.url is None
     assert set(result.configs) == ALL_CONFIGS
+    # binary tables hold the positives (grade >= 2); graded ones every label with its grade
     assert result.configs["qrels_sentence_level"] == 3
-    assert result.configs["qrels_sentence_level_extended"] == 4
-    assert result.configs["qrels_topic_level"] == 2 and result.configs["qrels_all"] == 6
-    assert result.configs["qrels_topic_level_extended"] == 3 and result.configs["negatives"] == 1
+    assert result.configs["qrels_sentence_level_extended"] == 3
+    assert result.configs["qrels_sentence_level_extended_graded"] == 5  # + grade-1, grade-0
+    assert result.configs["qrels_topic_level"] == 1 and result.configs["qrels_all"] == 5
+    assert result.configs["qrels_topic_level_graded"] == 2
+    assert result.configs["qrels_topic_level_extended"] == 2 and result.configs["negatives"] == 1
+    assert result.configs["qrels_train"] == result.configs["qrels_all"]  # one document group
     assert list((result.folder / "data" / "corpus").glob("*.parquet")) == [
         result.folder / "data" / "corpus" / "train-00000-of-00001.parquet"
     ]
@@ -88,7 +84,9 @@ def test_card_front_matter_and_body(run_dir: Path) -> None:
     assert meta["language"] == ["en"] and meta["license"] == "cc-by-4.0"
     assert meta["task_categories"] == ["text-retrieval", "question-answering", "text-generation"]
     assert meta["size_categories"] == ["n<1K"]
-    assert "| sentence | 3 | 3 | 0 | 1 |" in body and "| topic | 1 | 0 | 2 | 1 |" in body
+    assert "| sentence | 3 | 3 | 0 | 0 |" in body and "| topic | 1 | 0 | 1 | 1 |" in body
+    assert "## Relevance grades" in body and "at least **2**" in body
+    assert "| mined | 1 | 1 | 1 |" in body and "| judged | 1 | 1 | 0 |" in body
     assert "`fake` / `fake-gen`" in body and "`fake-judge` (5)" in body
     assert "abc123def456@fake-gen" in body and "a" * 64 in body and "b" * 64 in body
     assert "| filter | filter | 6 | 5 | 1 | 0 | **83.3%** | too_short: 1 |" in body

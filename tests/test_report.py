@@ -30,7 +30,8 @@ def test_load_run_applies_filter_and_renamed_stages(run_dir: Path) -> None:
     assert "filter.rejected.jsonl" not in stage_of and "gen.failures.jsonl" not in stage_of
     assert set(data.queries) == {"qs1", "qs2", "qs3", "qp1", "qt1"}  # qdrop filtered out
     assert all(r.query_id != "qdrop" for r in data.qrels)
-    assert sorted(r.kind for r in data.positives).count("mined") == 2
+    assert sorted(r.kind for r in data.positives).count("mined") == 1  # qt1-p4, grade 2
+    assert {(r.query_id, r.passage_id) for r in data.partial} == {("qs1", "p2"), ("qt1", "p3")}
     assert [r.passage_id for r in data.negatives] == ["p1"]
     assert data.cot["s1"].quality is True and data.cot["s2"].correct is False  # latest stage wins
     assert len(data.sft) == len(data.dpo) == len(data.rl) == 1
@@ -39,12 +40,15 @@ def test_load_run_applies_filter_and_renamed_stages(run_dir: Path) -> None:
 
 def test_summary_counts_levels_origins_and_cot_rates(run_dir: Path) -> None:
     s = summarize(run_dir)
-    assert s.counts["queries"] == 5 and s.counts["qrels"] == 8 and s.counts["negatives"] == 1
+    # grade-1 labels (qs1-p2 mined, qt1-p3 judged) are partial, not positives (min_positive 2)
+    assert s.counts["queries"] == 5 and s.counts["qrels"] == 6 and s.counts["negatives"] == 1
+    assert s.counts["partial"] == 2
     assert s.levels["sentence"].queries == 3 and s.levels["topic"].queries == 1
-    assert s.levels["sentence"].origins == {"direct": 3, "mined": 1}
-    assert s.levels["topic"].origins == {"judged": 2, "mined": 1}
-    assert sorted(s.levels["sentence"].positives_per_query) == [1, 1, 2]
-    assert s.judge_scores["negative · fake-judge"] == {0: 1}
+    assert s.levels["sentence"].origins == {"direct": 3}
+    assert s.levels["topic"].origins == {"judged": 1, "mined": 1}
+    assert sorted(s.levels["sentence"].positives_per_query) == [1, 1, 1]
+    assert s.judge_scores["mined · fake-judge"] == {0: 1, 1: 1, 2: 1}
+    assert s.judge_scores["judged · fake-judge"] == {2: 1, 1: 1}
     finqa = s.cot_sources["finqa"]
     assert (finqa.items, finqa.samples, finqa.correct, finqa.quality, finqa.passed) == (
         1,

@@ -177,7 +177,7 @@ def test_judge_gives_graded_qrels_and_grounding_keeps_positives() -> None:
     r1 = judge.parse(GroundPair(q, ps["d2"][1]), Judgement(rationale="相关", score=1), DONE)[0]
     r0 = judge.parse(GroundPair(q, ps["d2"][0]), Judgement(rationale="无关", score=0), DONE)[0]
     assert (r2.kind, r2.score, r2.judge, r2.rationale) == ("judged", 2, "judge-m", "给出了净息差")
-    assert (r0.kind, r0.score) == ("negative", 0)
+    assert (r0.kind, r0.score) == ("judged", 0)  # a verified negative: judged, grade 0
     other = Query(query_id="q2", text="分红？", level="topic", source_doc_ids=["d3"])
     grounded, ungrounded = attach_grounding([q, other], [r1, r0, r2])
     assert [g.source_passage_ids for g in grounded] == [["d1p0", "d2p1"]]
@@ -216,7 +216,11 @@ def _model(
         s0 = numbered_sentences(p)[0]["text"]
         sentence = {"question": f"第{k}段提到的主要财务数据是什么？", "sentence_ids": [0],
                     "evidence": s0}  # fmt: skip
-        bad = {"question": "公司的毛利率是多少？", "sentence_ids": [0], "evidence": "这句证据在原文里并不存在"}
+        bad = {
+            "question": "公司的毛利率是多少？",
+            "sentence_ids": [0],
+            "evidence": "这句证据在原文里并不存在",
+        }
         reply = {
             "sentence_queries": [sentence] + ([bad] if k == 0 else []),
             "passage_queries": [{"question": f"第{k}段反映的公司经营状况如何？"}],
@@ -308,7 +312,7 @@ def test_mini_pipeline_end_to_end(shared_data: Path, tmp_path: Path) -> None:
     assert Counter(q.level for q in bu_q) == {"sentence": len(eligible), "passage": len(eligible)}
     assert st["bottom_up"]["failures_by_reason"] == {"span_not_verbatim": 1}
     assert {(r.query_id, r.kind, r.score) for r in bu_r} == {
-        (q.query_id, "direct", 1) for q in bu_q
+        (q.query_id, "direct", 2) for q in bu_q
     }
     assert {r.passage_id for r in bu_r} == {p.passage_id for p in eligible}
 
@@ -327,8 +331,8 @@ def test_mini_pipeline_end_to_end(shared_data: Path, tmp_path: Path) -> None:
 
     # top_down: per cluster 2 good queries; the one naming only documents whose passages the
     # judge scores 0 stays ungrounded; qrels point at passages of each query's own documents
-    td_q, td_r = _read(run, "top_down.queries", Query), _read(run, "top_down.qrels", Qrel)
-    negatives = _read(run, "top_down.negatives", Qrel)
+    td_q, labels = _read(run, "top_down.queries", Query), _read(run, "top_down.qrels", Qrel)
+    td_r, negatives = [r for r in labels if r.score > 0], [r for r in labels if r.score == 0]
     assert st["top_down"]["inputs"] == 2 and st["top_down"]["succeeded"] == 2
     reasons = st["top_down"]["failures_by_reason"]
     assert reasons == {"too_few_documents": 2, "bad_document_ids": 2, "ungrounded": 1}
@@ -336,7 +340,7 @@ def test_mini_pipeline_end_to_end(shared_data: Path, tmp_path: Path) -> None:
     queries = {q.query_id: q for q in td_q}
     assert all(r.query_id in queries and r.passage_id in by_id for r in td_r + negatives)
     assert all(r.kind == "judged" and r.score == 2 and r.judge == "mini-m" for r in td_r)
-    assert all(r.kind == "negative" and by_id[r.passage_id].doc_id in zero_docs for r in negatives)
+    assert all(r.kind == "judged" and by_id[r.passage_id].doc_id in zero_docs for r in negatives)
     for q in td_q:
         assert q.level == "topic" and len(q.source_doc_ids) >= 2 and q.source_passage_ids
         assert {by_id[p].doc_id for p in q.source_passage_ids} <= set(q.source_doc_ids) - zero_docs

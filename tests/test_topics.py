@@ -22,15 +22,8 @@ from fingen.retrieval.taxonomies import (
     default_taxonomy,
 )
 from fingen.retrieval.titles import TitleReply, TitleTask, clean_title, lead_title
-from fingen.retrieval.topics import (
-    ZH_STOPWORDS,
-    build_clusters,
-    cluster_quality,
-    ctfidf_words,
-    fit_topics,
-    time_bucket,
-    tokenizer,
-)
+from fingen.retrieval.topic_words import ZH_STOPWORDS, ctfidf_words, tokenizer
+from fingen.retrieval.topics import build_clusters, cluster_quality, fit_topics, time_bucket
 
 DONE = Completion(text="{}")
 CJK = re.compile(r"[\u4e00-\u9fff]")

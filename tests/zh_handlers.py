@@ -191,6 +191,11 @@ def _judge(prompt: str) -> dict[str, Any]:
     m = re.search(r"问题(?:（[^）]*）)?：(.+)", prompt)
     question = m.group(1).strip() if m else ""
     passage = _between(prompt, '"""', '"""')
+    title = re.search(r"出自《(.+?)》", prompt)
+    named = re.findall(r"《(.+?)》", question)
+    if title and any(n in title.group(1) for n in named):  # the part of a topic
+        # question that concerns this passage's document
+        return {"rationale": "段落出自问题点名的文档，包含其中与该文档相关的部分。", "score": 2}
     score, rationale = _grade(question, passage)
     return {"rationale": rationale, "score": score}
 

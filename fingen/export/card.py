@@ -23,8 +23,7 @@ _HUB_LICENCES = frozenset(_LICENCE_IDS.split())
 
 _ABOUT = {
     "corpus": "passages (BEIR `corpus`: `_id`, `title`, `text`)",
-    "queries": "generated queries (BEIR `queries` plus level, origin, answer)",
-    "qrels_all": "direct and judged labels of every level (no mined labels, as BEIR `all`)",
+    "queries": "generated queries (BEIR `queries` plus level, origin, answer, split)",
     "negatives": "verified negatives: candidates the judge found irrelevant (score 0)",
     "sft": "verified chain-of-thought as chat `messages`",
     "dpo": "preference pairs `prompt`, `chosen`, `rejected`",
@@ -102,8 +101,32 @@ def _stage_rows(stages: dict[str, dict[str, Any]]) -> list[list[Any]]:
 
 
 def _about_qrels(name: str) -> str:
-    more = " plus mined positives" if name.endswith("_extended") else ""
-    return f"direct + judged labels of {name.split('_')[1]}-level queries{more}"
+    graded = name.endswith("_graded")
+    base = name.removeprefix("qrels_").removesuffix("_graded")
+    if base in ("train", "dev", "test"):
+        what = f"direct + judged labels of the `{base}` split's queries"
+    elif base == "all":
+        what = "direct + judged labels of every level (no mined labels, as BEIR `all`)"
+    else:
+        more = " plus mined labels" if base.endswith("_extended") else ""
+        what = f"direct + judged labels of {base.split('_')[0]}-level queries{more}"
+    return what + (": every label with its 0-2 grade" if graded else ": positives (score 1)")
+
+
+def _grades_section(data: RunData) -> str:
+    rule, counts = data.rule, Counter((r.kind, r.score) for r in data.qrels)
+    rows = [[kind, *(counts[kind, g] for g in (2, 1, 0))] for kind in ("direct", "judged", "mined")]
+    return (
+        "## Relevance grades\n\nEvery label has a grade: **2** the passage answers the "
+        "query, **1** partially relevant (on the subject, answers part of it), **0** not "
+        "relevant (a verified negative). Direct labels (the passage a query was written from) "
+        "are 2; judged and mined labels carry the judge's grade. In the binary `qrels_*` "
+        f"tables a positive is a grade of at least **{rule.min_positive}** "
+        "(`relevance.min_positive`), written as score 1; grade-1 labels are never positives "
+        "or negatives there at the default. The `qrels_*_graded` tables keep every label with "
+        "its grade. The same pair has the same grade in every table.\n\n"
+        + _md_table(["origin", "grade 2", "grade 1", "grade 0"], rows)
+    )
 
 
 def render_card(
@@ -135,6 +158,7 @@ def render_card(
         'split="train")\n```\n\n## Queries and labels per level\n',
         _md_table(["level", "queries", "direct", "judged", "mined"], per_level),
         f"{dangling} labels whose passage is not in the corpus were left out.\n" if dangling else "",
+        _grades_section(data),
         f"## Models\n\n- generator: `{llm.get('backend', '?')}` / `{llm.get('model', '?')}`\n"
         f"- embedder: `{m.get('embedder', '?')}`\n"
         f"- relevance judges: {_listed(Counter(r.judge for r in data.qrels))}\n"

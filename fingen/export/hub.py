@@ -4,12 +4,13 @@
 with ``datasets`` and explicit Features) and ``README.md``, a dataset card whose YAML lists
 the configs, so ``datasets.load_dataset(folder, config)`` loads every table back unchanged.
 
-Configs (empty tables are left out), with the label rules of the BEIR export
-(``fingen.export.retrieval``) but the stored grade, kind, judge and rationale of each label:
-``corpus``, ``queries``, ``qrels_all`` (direct + judged labels of every level),
-``qrels_<level>_level`` (those of one level), ``qrels_<level>_level_extended`` (plus mined
-positives; for topic queries only when some were mined), ``negatives`` (verified negatives),
-``sft``, ``dpo``, ``rl``. Labels whose passage is not in the corpus are left out.
+Configs (empty tables are left out), with the label files of the BEIR export
+(``fingen.labels``): ``corpus``, ``queries`` (with their split), and per label file (``all``,
+``<level>_level``, ``<level>_level_extended``, ``train``/``dev``/``test``) a binary table
+``qrels_<file>`` (the positives under ``relevance.min_positive``, score 1) and a graded table
+``qrels_<file>_graded`` (every label with its 0-2 grade); each with kind, judge and
+rationale. ``negatives`` (verified negatives, grade 0), ``sft``, ``dpo``, ``rl``. Labels whose
+passage is not in the corpus are left out.
 
 Example::
 
@@ -33,7 +34,9 @@ from pydantic import BaseModel
 
 from fingen.errors import PublishError
 from fingen.export.card import render_card
-from fingen.run import LEVELS, RunData, load_run
+from fingen.labels import label_files
+from fingen.run import RunData, load_run
+from fingen.splits import SplitConfig, assign_splits
 
 __all__ = [
     "REPO_ID_RE",
@@ -72,7 +75,7 @@ def _columns(name: str) -> list[str]:
     if name == "corpus":
         return [*_CORPUS, "order"]
     if name == "queries":
-        return [*_QUERY, *_QUERY_MORE]
+        return [*_QUERY, *_QUERY_MORE, "split"]
     if name == "sft":
         return ["messages", "source", "qa_id"]
     if name == "dpo":
@@ -111,15 +114,18 @@ def hub_tables(data: RunData, titles: dict[str, str] | None = None) -> dict[str,
         ],
         "queries": [_row(q, _QUERY, _QUERY_MORE) for q in data.queries.values()],
     }
-    level = {q.query_id: q.level for q in data.queries.values()}
+    queries = list(data.queries.values())
+    config = SplitConfig.model_validate(data.manifest.get("config", {}).get("split", {}))
+    _, split_of = assign_splits(queries, corpus, config)
+    for row in tables["queries"]:
+        row["split"] = split_of.get(row["_id"], "train")
     ids = {p["_id"] for p in tables["corpus"]}
-    positives = [_row(r, _QREL, _QREL_MORE) for r in data.positives if r.passage_id in ids]
-    tables["qrels_all"] = [r for r in positives if r["kind"] != "mined"]
-    for lv in LEVELS:
-        ext = [r for r in positives if level.get(r["query-id"]) == lv]
-        tables[f"qrels_{lv}_level"] = [r for r in ext if r["kind"] != "mined"]
-        mined = any(r["kind"] == "mined" for r in ext)
-        tables[f"qrels_{lv}_level_extended"] = ext if mined or lv != "topic" else []
+    in_corpus = [r for r in data.qrels if r.passage_id in ids]
+    for name, labels in label_files(queries, in_corpus, splits=split_of).items():
+        tables[f"qrels_{name}"] = [
+            {**_row(r, _QREL, _QREL_MORE), "score": 1} for r in labels if data.rule.is_positive(r)
+        ]
+        tables[f"qrels_{name}_graded"] = [_row(r, _QREL, _QREL_MORE) for r in labels]
     tables["negatives"] = [
         _row(r, _QREL, _QREL_MORE) for r in data.negatives if r.passage_id in ids
     ]

@@ -2,26 +2,17 @@
 
 BEIR layout::
 
-    corpus.jsonl    {"_id", "title", "text"}          one row per passage
-    queries.jsonl   {"_id", "text", "level"}          one row per query
-    qrels/<name>.tsv  "query-id\\tcorpus-id\\tscore" with that header
+    corpus.jsonl      {"_id", "title", "text"}                one row per passage
+    queries.jsonl     {"_id", "text", "level", "split"}       one row per query
+    qrels/<name>.tsv  "query-id\\tcorpus-id\\tscore" with that header: the positives, score 1
+    qrels/<name>_graded.tsv  the same labels with their 0-2 grade, verified negatives (0) too
 
-Which labels go where (positives only: kind direct/judged/mined with score > 0; verified
-negatives never appear in qrels):
-
-=============================  ==============================================================
-``sentence_level``             direct (+ judged) labels of sentence-level queries
-``passage_level``              direct (+ judged) labels of passage-level queries
-``topic_level``                judged (+ direct) labels of topic-level queries
-``sentence_level_extended``    sentence_level + mined labels of sentence-level queries
-``passage_level_extended``     passage_level + mined labels of passage-level queries
-``all``                        sentence_level ∪ passage_level ∪ topic_level (no mined labels)
-``topic_level_extended``       only written when topic queries were mined (not in FinCPRG)
-=============================  ==============================================================
-
-Scores are 1 (BEIR's binary convention) unless ``graded=True``, which writes the stored grade
-(direct = 1, judged/mined = 1–2). Exporters never call a model: hard negatives come from the
-``hard_negatives`` stage as ``HardNegatives`` records.
+``<name>`` is every file of ``fingen.labels.label_files``: the levels, their ``_extended``
+versions (with mined labels), ``all``, and the splits (``train``, ``dev``, ``test``) so
+``GenericDataLoader(folder).load(split="dev")`` works. What is a positive is decided by one
+``RelevanceRule`` (``relevance.min_positive``). Training views (sentence-transformers,
+FlagEmbedding) are written per split and never use a passage of another split's documents.
+Exporters never call a model: hard negatives come from the ``hard_negatives`` stage.
 """
 
 from __future__ import annotations
@@ -34,6 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fingen.labels import LEVEL_FILES, RelevanceRule, label_files
 from fingen.records import HardNegatives, Passage, Qrel, Query
 
 if TYPE_CHECKING:
@@ -45,6 +37,7 @@ __all__ = [
     "beir_features",
     "beir_qrels",
     "flag_embedding_rows",
+    "ntuple_width",
     "resolve_groups",
     "st_ntuples",
     "st_pairs",
@@ -54,44 +47,28 @@ __all__ = [
     "write_jsonl",
 ]
 
-BASE_FILES = (
-    "all",
-    "sentence_level",
-    "passage_level",
-    "topic_level",
-    "sentence_level_extended",
-    "passage_level_extended",
-)
-_POSITIVE = ("direct", "judged", "mined")
+BASE_FILES = LEVEL_FILES
 QrelRow = tuple[str, str, int]
 
 
 def beir_qrels(
-    queries: Iterable[Query], qrels: Iterable[Qrel], *, graded: bool = False
+    queries: Iterable[Query],
+    qrels: Iterable[Qrel],
+    *,
+    rule: RelevanceRule | None = None,
+    splits: Mapping[str, str] | None = None,
+    graded: bool = False,
 ) -> dict[str, list[QrelRow]]:
-    """Qrels rows per BEIR file name (see the module docstring for the rules)."""
-    level = {q.query_id: q.level for q in queries}
-    best: dict[tuple[str, str], tuple[int, bool]] = {}  # (qid, pid) -> (score, mined only)
-    for r in qrels:
-        if r.kind not in _POSITIVE or r.score <= 0 or r.query_id not in level:
-            continue
-        key = (r.query_id, r.passage_id)
-        score, mined = best.get(key, (0, True))
-        best[key] = (max(score, r.score), mined and r.kind == "mined")
-    files: dict[str, list[QrelRow]] = {name: [] for name in BASE_FILES}
-    files["topic_level_extended"] = []
-    topic_mined = False
-    for (qid, pid), (score, mined) in sorted(best.items()):
-        row = (qid, pid, score if graded else 1)
-        lvl = level[qid]
-        files[f"{lvl}_level_extended"].append(row)
-        topic_mined = topic_mined or (mined and lvl == "topic")
-        if not mined:
-            files[f"{lvl}_level"].append(row)
-            files["all"].append(row)
-    if not topic_mined:
-        del files["topic_level_extended"]
-    return files
+    """Rows per qrels file name: the positives with score 1, or (``graded``) every label
+    with its grade (see ``fingen.labels``)."""
+    rule = rule or RelevanceRule()
+    out: dict[str, list[QrelRow]] = {}
+    for name, labels in label_files(queries, qrels, splits=splits).items():
+        if graded:
+            out[name] = [(r.query_id, r.passage_id, r.score) for r in labels]
+        else:
+            out[name] = [(r.query_id, r.passage_id, 1) for r in labels if rule.is_positive(r)]
+    return out
 
 
 def _atomic_dir(out_dir: Path) -> Path:
@@ -118,18 +95,28 @@ def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> int:
     return n
 
 
+def _write_tsv(path: Path, rows: list[QrelRow]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(["query-id", "corpus-id", "score"])
+        writer.writerows(rows)
+
+
 def write_beir(
     out_dir: str | Path,
     passages: Iterable[Passage],
     queries: Sequence[Query],
     qrels: Iterable[Qrel],
     *,
-    graded: bool = False,
+    rule: RelevanceRule | None = None,
+    splits: Mapping[str, str] | None = None,
+    split_names: Sequence[str] = (),
 ) -> dict[str, int]:
     """Write a BEIR directory (replacing ``out_dir`` atomically); returns row counts per file.
 
-    Labels of queries not in ``queries`` or passages not in ``passages`` are left out and
-    counted under ``"dangling"``.
+    ``splits`` maps query ids to split names; every name in ``split_names`` gets its qrels
+    files even when empty. Labels of unknown queries or passages are left out and counted
+    under ``"dangling"``.
     """
     out = Path(out_dir)
     tmp = _atomic_dir(out)
@@ -138,28 +125,29 @@ def write_beir(
     def corpus_rows() -> Iterator[dict[str, str]]:
         for p in passages:
             pids.add(p.passage_id)
-            yield {"_id": p.passage_id, "title": p.title, "text": p.text}
+            yield {"_id": p.passage_id, "title": p.title or "", "text": p.text}
 
     counts = {"corpus": write_jsonl(tmp / "corpus.jsonl", corpus_rows())}
+    split_of = dict(splits or {})
     counts["queries"] = write_jsonl(
         tmp / "queries.jsonl",
-        ({"_id": q.query_id, "text": q.text, "level": q.level} for q in queries),
-    )
+        (
+            {"_id": q.query_id, "text": q.text, "level": q.level,
+             "split": split_of.get(q.query_id, "train")}
+            for q in queries
+        ),
+    )  # fmt: skip
     (tmp / "qrels").mkdir()
     labels = list(qrels)
-    kept = [r for r in labels if r.passage_id in pids]
     qids = {q.query_id for q in queries}
-    counts["dangling"] = sum(
-        1
-        for r in labels
-        if r.kind != "negative" and (r.passage_id not in pids or r.query_id not in qids)
-    )
-    for name, rows in beir_qrels(queries, kept, graded=graded).items():
-        with (tmp / "qrels" / f"{name}.tsv").open("w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-            writer.writerow(["query-id", "corpus-id", "score"])
-            writer.writerows(rows)
-        counts[f"qrels/{name}"] = len(rows)
+    kept = [r for r in labels if r.passage_id in pids and r.query_id in qids]
+    counts["dangling"] = len(labels) - len(kept)
+    binary = beir_qrels(queries, kept, rule=rule, splits=splits)
+    graded = beir_qrels(queries, kept, rule=rule, splits=splits, graded=True)
+    for name in [*split_names, *binary]:
+        _write_tsv(tmp / "qrels" / f"{name}.tsv", binary.get(name, []))
+        _write_tsv(tmp / "qrels" / f"{name}_graded.tsv", graded.get(name, []))
+        counts[f"qrels/{name}"] = len(binary.get(name, []))
     _swap(tmp, out)
     return counts
 
@@ -168,16 +156,41 @@ def write_beir(
 
 
 def resolve_groups(
-    groups: Iterable[HardNegatives], queries: Mapping[str, Query], passages: Mapping[str, Passage]
+    groups: Iterable[HardNegatives],
+    queries: Mapping[str, Query],
+    passages: Mapping[str, Passage],
+    *,
+    query_split: Mapping[str, str] | None = None,
+    doc_split: Mapping[str, str] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """``{"query", "pos": [text], "neg": [text]}`` per group whose query and passages exist."""
+    """``{"query_id", "query", "split", "pos", "neg", "pos_scores", "neg_scores"}`` per group
+    whose query and positives exist. With splits, a group keeps only passages of its own
+    split's documents (no passage text crosses splits)."""
     for g in groups:
         q = queries.get(g.query_id)
-        pos = [passages[p].text for p in g.positive_ids if p in passages]
-        if q is None or not pos:
+        if q is None:
             continue
-        neg = [passages[p].text for p in g.negative_ids if p in passages]
-        yield {"query_id": g.query_id, "query": q.text, "pos": pos, "neg": neg}
+        split = (query_split or {}).get(g.query_id, "train")
+
+        def usable(pid: str, split: str = split) -> bool:
+            p = passages.get(pid)
+            return p is not None and (doc_split is None or doc_split.get(p.doc_id) == split)
+
+        pos_scores = g.positive_scores or [0.0] * len(g.positive_ids)
+        pos = [(p, s) for p, s in zip(g.positive_ids, pos_scores, strict=False) if usable(p)]
+        if not pos:
+            continue
+        neg = [(p, s) for p, s in zip(g.negative_ids, g.scores or [0.0] * len(g.negative_ids),
+                                      strict=False) if usable(p)]  # fmt: skip
+        yield {
+            "query_id": g.query_id,
+            "query": q.text,
+            "split": split,
+            "pos": [passages[p].text for p, _ in pos],
+            "pos_scores": [s for _, s in pos],
+            "neg": [passages[p].text for p, _ in neg],
+            "neg_scores": [s for _, s in neg],
+        }
 
 
 def st_pairs(resolved: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, str]]:
@@ -195,9 +208,18 @@ def st_triplets(resolved: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, str
                 yield {"anchor": g["query"], "positive": p, "negative": n}
 
 
+def ntuple_width(resolved: Sequence[Mapping[str, Any]], requested: int | None) -> int:
+    """Negatives per n-tuple row: ``requested``, capped at the most any group has (so the
+    file is never empty while groups have negatives); 0 when no group has one."""
+    most = max((len(g["neg"]) for g in resolved), default=0)
+    return most if requested is None else min(requested, most)
+
+
 def st_ntuples(resolved: Iterable[Mapping[str, Any]], k: int) -> Iterator[dict[str, str]]:
     """(anchor, positive, negative_1..negative_k) rows; groups with fewer than k negatives
     are skipped (count them with ``sum(len(g["neg"]) < k ...)``)."""
+    if k < 1:
+        return
     for g in resolved:
         if len(g["neg"]) < k:
             continue
@@ -210,9 +232,18 @@ def st_ntuples(resolved: Iterable[Mapping[str, Any]], k: int) -> Iterator[dict[s
 def flag_embedding_rows(
     resolved: Iterable[Mapping[str, Any]], *, instruction: str | None = None
 ) -> Iterator[dict[str, Any]]:
-    """FlagEmbedding fine-tuning rows ``{query, pos, neg}`` (+ ``prompt`` with an instruction)."""
+    """FlagEmbedding fine-tuning rows ``{query, pos, neg, pos_scores, neg_scores}`` (+
+    ``prompt`` on every row when an instruction is set). Scores are the mining embedder's
+    cosine similarities (one scale for positives and negatives), the teacher scores of
+    FlagEmbedding's distillation mode."""
     for g in resolved:
-        row: dict[str, Any] = {"query": g["query"], "pos": list(g["pos"]), "neg": list(g["neg"])}
+        row: dict[str, Any] = {
+            "query": g["query"],
+            "pos": list(g["pos"]),
+            "neg": list(g["neg"]),
+            "pos_scores": list(g.get("pos_scores", [])),
+            "neg_scores": list(g.get("neg_scores", [])),
+        }
         if instruction:
             row["prompt"] = instruction
         yield row
@@ -235,7 +266,7 @@ def beir_features() -> dict[str, datasets.Features]:
     s = datasets.Value("string")
     return {
         "corpus": datasets.Features({"_id": s, "title": s, "text": s}),
-        "queries": datasets.Features({"_id": s, "text": s, "level": s}),
+        "queries": datasets.Features({"_id": s, "text": s, "level": s, "split": s}),
         "qrels": datasets.Features(
             {"query-id": s, "corpus-id": s, "score": datasets.Value("int32"), "kind": s}
         ),
@@ -243,30 +274,32 @@ def beir_features() -> dict[str, datasets.Features]:
 
 
 def beir_dataset_dict(
-    passages: Iterable[Passage], queries: Iterable[Query], qrels: Iterable[Qrel]
+    passages: Iterable[Passage],
+    queries: Iterable[Query],
+    qrels: Iterable[Qrel],
+    *,
+    splits: Mapping[str, str] | None = None,
 ) -> datasets.DatasetDict:
-    """A ``DatasetDict`` with ``corpus``, ``queries`` and ``qrels`` tables (positive labels of
-    every kind, with a ``kind`` column: direct/judged/mined)."""
+    """A ``DatasetDict`` with ``corpus``, ``queries`` (with their split) and ``qrels`` (every
+    label with its 0-2 grade and ``kind``: direct/judged/mined) tables."""
     import datasets
 
     feats = beir_features()
     ps, qs = list(passages), list(queries)
     qids, pids = {q.query_id for q in qs}, {p.passage_id for p in ps}
-    rs = [
-        r
-        for r in qrels
-        if r.kind in _POSITIVE and r.score > 0 and r.query_id in qids and r.passage_id in pids
-    ]
+    rs = [r for r in qrels if r.query_id in qids and r.passage_id in pids]
+    split_of = dict(splits or {})
     tables = {
         "corpus": {
             "_id": [p.passage_id for p in ps],
-            "title": [p.title for p in ps],
+            "title": [p.title or "" for p in ps],
             "text": [p.text for p in ps],
         },
         "queries": {
             "_id": [q.query_id for q in qs],
             "text": [q.text for q in qs],
             "level": [q.level for q in qs],
+            "split": [split_of.get(q.query_id, "train") for q in qs],
         },
         "qrels": {
             "query-id": [r.query_id for r in rs],

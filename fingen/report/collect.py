@@ -98,7 +98,7 @@ def summarize(run_dir: str | Path) -> RunSummary:
     """Everything the report shows, read from ``run_dir``."""
     data = load_run(run_dir)
     judge_scores: dict[str, Counter[int]] = defaultdict(Counter)
-    for r in data.qrels + data.partial:
+    for r in data.qrels:
         if r.kind != "direct":
             judge_scores[f"{r.kind} · {r.judge or 'unknown judge'}"][r.score] += 1
     counts = {

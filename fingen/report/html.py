@@ -85,7 +85,7 @@ def sample_queries(data: RunData, limit: int = 40) -> list[QuerySample]:
             if queue and len(picked) < limit:
                 picked.append(queue.pop(0))
     labels: dict[str, list[Qrel]] = defaultdict(list)
-    for r in data.qrels + data.partial:
+    for r in data.qrels:
         labels[r.query_id].append(r)
     ids = {r.passage_id for q in picked for r in labels[q.query_id]}
     passages = {p.passage_id: p for p in data.passages(ids)}

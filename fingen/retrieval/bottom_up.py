@@ -7,9 +7,7 @@ span verbatim; a passage-level query needs the passage as a whole. Every row is 
 ``fingen.retrieval.checks``); a rejected row becomes a ``Failure`` with one of
 ``REJECT_REASONS``, never a silent drop.
 
-Direct qrels have ``score=1``: "relevant by construction". Graded scores (2 = highly relevant)
-come only from judges, so exporters can tell labels by construction from judged ones by
-``kind`` and keep BEIR's binary convention for direct pairs.
+Direct qrels have ``score=2`` ("answers the query", by construction; see ``fingen.labels``).
 
 Example::
 
@@ -26,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, Field, create_model
 
 from fingen.errors import RowRejected
+from fingen.labels import DIRECT_GRADE
 from fingen.llm.base import Completion
 from fingen.llm.engine import LLMEngine
 from fingen.llm.tasks import LLMTask, TaskResult, run_task
@@ -43,7 +42,7 @@ __all__ = [
     "numbered_sentences",
 ]
 
-DIRECT_SCORE = 1
+DIRECT_SCORE = DIRECT_GRADE  # relevant by construction: the query was written from it
 REJECT_REASONS = (
     "bad_sentence_ids",
     "span_not_verbatim",

@@ -31,8 +31,10 @@ from fingen.retrieval.taxonomies import (
 from fingen.retrieval.topics import (
     ClusterKey,
     Granularity,
+    HdbscanSettings,
     OutlierStrategy,
     TopicMethod,
+    UmapSettings,
     build_clusters,
     cluster_quality,
     fit_topics,
@@ -59,7 +61,8 @@ class TopicOptions:
         taxonomy: label -> description (default: GICS for en, Shenwan L1 for zh).
         min_similarity: embedding zero-shot floor (below: "unknown").
         method / bertopic_min_docs / distance_threshold / outlier_threshold /
-        outlier_strategy / n_words / seed: see ``fingen.retrieval.topics.fit_topics``.
+        outlier_strategy / umap / hdbscan / n_words / seed: see
+        ``fingen.retrieval.topics.fit_topics`` (defaults: Fin-TopicModel's settings).
     """
 
     by: tuple[ClusterKey, ...] = ("industry", "period", "topic")
@@ -71,7 +74,9 @@ class TopicOptions:
     bertopic_min_docs: int = 40
     distance_threshold: float = 0.7
     outlier_threshold: float | None = 0.4
-    outlier_strategy: OutlierStrategy = "c-tf-idf"
+    outlier_strategy: OutlierStrategy | None = None
+    umap: UmapSettings = field(default_factory=UmapSettings)
+    hdbscan: HdbscanSettings = field(default_factory=HdbscanSettings)
     n_words: int = 8
     seed: int = 22
 
@@ -166,6 +171,7 @@ def cluster_documents(
             titles, emb, lang, method=opts.method, bertopic_min_docs=opts.bertopic_min_docs,
             distance_threshold=opts.distance_threshold, n_words=opts.n_words, seed=opts.seed,
             outlier_threshold=opts.outlier_threshold, outlier_strategy=opts.outlier_strategy,
+            umap=opts.umap, hdbscan=opts.hdbscan,
         )  # fmt: skip
         quality = cluster_quality(emb, labels, words)
     else:

@@ -163,8 +163,10 @@ def evaluate_beir(
     *,
     embedders: Mapping[str, Embedder] | None = None,
     k: int = 100,
+    split: str | None = None,
+    files: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate BM25 and embedders on every qrels file of a BEIR directory.
+    """Evaluate BM25 and embedders on the qrels files of a BEIR directory.
 
     Args:
         beir_dir: folder with corpus.jsonl, queries.jsonl, qrels/*.tsv.
@@ -173,6 +175,10 @@ def evaluate_beir(
         lang: tokenization for BM25 ("zh" uses jieba).
         embedders: already loaded embedders by display name (e.g. a run's cached one).
         k: retrieval depth (>= 100 for Recall@100).
+        split: only queries of this split (``queries.jsonl`` ``split``; fingen's exports);
+            None: every query.
+        files: qrels file names (without ``.tsv``) to use; default: every binary file
+            (``*_graded`` files are left out).
 
     Returns:
         ``{"beir_dir", "lang", "corpus", "queries", "levels": {level: n_queries},
@@ -182,6 +188,13 @@ def evaluate_beir(
     from fingen.embed.models import load_embedder
 
     corpus, queries, qrels = load_beir(beir_dir)
+    if files is not None:
+        qrels = {name: qrels[name] for name in files if name in qrels}
+    else:
+        qrels = {name: t for name, t in qrels.items() if not name.endswith("_graded")}
+    if split is not None:
+        queries = {q: r for q, r in queries.items() if r.get("split", "train") == split}
+        qrels = {name: {q: r for q, r in t.items() if q in queries} for name, t in qrels.items()}
     if not qrels:
         raise InputError("no qrels/*.tsv files", path=str(beir_dir))
     wanted = {q for table in qrels.values() for q in table if q in queries}
@@ -204,6 +217,7 @@ def evaluate_beir(
     return {
         "beir_dir": str(beir_dir),
         "lang": lang,
+        "split": split,
         "corpus": len(corpus),
         "queries": len(queries),
         "levels": {level: len(table) for level, table in qrels.items()},  # queries per file

@@ -4,7 +4,7 @@ names by embedder ranking, then an LLM judge grades each candidate on a 0-2 rubr
 Flow::
 
     rank_candidates:  Query x passages of its named documents -> top-k GroundPair per document
-    GroundJudgeTask:  GroundPair -> Qrel(kind="judged", score 1-2) or Qrel(kind="negative", 0)
+    GroundJudgeTask:  GroundPair -> Qrel(kind="judged", score 0-2)
     attach_grounding: Query + its judged Qrels -> Query with source_passage_ids, or None
 """
 
@@ -79,7 +79,7 @@ class Judgement(BaseModel):
 
 
 class GroundJudgeTask(LLMTask[GroundPair, Qrel]):
-    """LLM judge: GroundPair -> one Qrel (graded 0-2; 0 is kept as a verified negative)."""
+    """LLM judge: GroundPair -> one judged Qrel (graded 0-2; 0 is a verified negative)."""
 
     name = "ground_judge"
     template = "ground_judge"
@@ -106,7 +106,7 @@ class GroundJudgeTask(LLMTask[GroundPair, Qrel]):
                 query_id=item.query.query_id,
                 passage_id=item.passage.passage_id,
                 score=reply.score,
-                kind="judged" if reply.score > 0 else "negative",
+                kind="judged",
                 judge=self.model,
                 rationale=reply.rationale.strip()[:1000] or None,
             )

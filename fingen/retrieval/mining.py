@@ -3,11 +3,13 @@
 For each query the candidates are the other passages of its source document(s) (the local
 traversal space) and, optionally, the embedder's top-k over the whole corpus. Pairs that
 already carry a label (direct, judged, anything in ``labeled``) are never candidates, so
-direct labels are never re-judged. A judge grades each candidate 0–2:
+direct labels are never re-judged. A judge grades each candidate 0–2 and every verdict is a
+``Qrel(kind="mined")`` with that grade (exported to ``*_extended``; see ``fingen.labels``).
+The outcome names what the grade means under the relevance rule:
 
-- ``score >= threshold`` (default 1) -> ``Qrel(kind="mined")`` (exported to ``*_extended``),
-- ``score == 0``                      -> ``Qrel(kind="negative", score=0)``, a verified negative,
-- ``0 < score < threshold``           -> "partial": neither; kept so it is never a negative.
+- ``score >= threshold`` (``relevance.min_positive``, default 2) -> "positive",
+- ``score == 0``                      -> "negative", a verified negative,
+- ``0 < score < threshold``           -> "partial": neither a positive nor ever a negative.
 
 >>> for outcome in mine_positives(queries, passages, qrels, judge=LLMJudge(engine),
 ...                               embedder=emb):  ...                  # doctest: +SKIP
@@ -187,7 +189,7 @@ def _ranked(
         yield Candidate(query, passages[i], found[i], sim)
 
 
-def verdict_outcome(verdict: Verdict, *, threshold: int = 1) -> MineOutcome:
+def verdict_outcome(verdict: Verdict, *, threshold: int = 2) -> MineOutcome:
     """Turn one verdict into a mined positive, a verified negative, a partial, or a failure."""
     cand = verdict.candidate
     if verdict.score is None:
@@ -205,7 +207,7 @@ def verdict_outcome(verdict: Verdict, *, threshold: int = 1) -> MineOutcome:
         query_id=cand.query.query_id,
         passage_id=cand.passage.passage_id,
         score=verdict.score,
-        kind="negative" if outcome == "negative" else "mined",
+        kind="mined",
         judge=verdict.judge,
         rationale=verdict.rationale or None,
     )
@@ -213,14 +215,14 @@ def verdict_outcome(verdict: Verdict, *, threshold: int = 1) -> MineOutcome:
 
 
 def judge_candidates(
-    candidates: Iterable[Candidate], judge: Judge, *, threshold: int = 1
+    candidates: Iterable[Candidate], judge: Judge, *, threshold: int = 2
 ) -> Iterator[MineOutcome]:
     """Judge every candidate (lazily, in order) and classify the verdicts.
 
     Args:
         candidates: from ``gather_candidates`` (or any iterable of ``Candidate``).
         judge: an ``LLMJudge``, ``CrossEncoderJudge`` or any ``Judge``.
-        threshold: the lowest grade (1 or 2) that makes a mined positive.
+        threshold: the lowest grade (1 or 2) that is a positive (``relevance.min_positive``).
     """
     if threshold not in (1, 2):
         raise ValueError(f"threshold must be 1 or 2, got {threshold!r}")
@@ -237,7 +239,7 @@ class MineOptions:
         local: candidates from the other passages of the source documents.
         global_top_k: candidates from the embedder's top-k over the corpus (0 = off).
         max_candidates: judged per query, most similar first.
-        threshold: lowest grade that makes a positive.
+        threshold: lowest grade that is a positive (``relevance.min_positive``).
         limit: mine only the first N queries of those levels.
     """
 
@@ -245,7 +247,7 @@ class MineOptions:
     local: bool = True
     global_top_k: int = 10
     max_candidates: int = 20
-    threshold: int = 1
+    threshold: int = 2
     limit: int | None = None
 
 

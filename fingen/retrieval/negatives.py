@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fingen.labels import RelevanceRule
 from fingen.records import Failure, HardNegatives, Passage, Qrel, Query
 
 if TYPE_CHECKING:
@@ -187,18 +188,19 @@ def hard_negatives(
     *,
     embedder: Embedder,
     config: HardNegativeConfig | None = None,
-    min_positive_score: int = 1,
+    min_positive: int = 2,
     passage_vectors: np.ndarray | None = None,
     index: VectorIndex | None = None,
     stage: str = "hard_negatives",
 ) -> Iterator[HardNegatives | Failure]:
     """One ``HardNegatives`` per query; ``Failure`` for queries without positive or negative.
 
-    Positives are direct labels (relevant by construction) and judged/mined labels with
-    ``score >= min_positive_score``; every label with ``score > 0`` is excluded from the
-    negatives; ``kind="negative"`` labels are the verified negatives.
+    Positives are labels with ``score >= min_positive`` (``fingen.labels``: direct labels
+    are 2); every label with ``score > 0`` is excluded from the negatives; judged or mined
+    labels of grade 0 are the verified negatives.
     """
     config = config or HardNegativeConfig()
+    rule = RelevanceRule(min_positive)
     pos_of = {p.passage_id: i for i, p in enumerate(passages)}
     positives: dict[str, dict[int, tuple[int, int, int]]] = defaultdict(dict)
     banned: dict[str, set[int]] = defaultdict(set)
@@ -207,11 +209,11 @@ def hard_negatives(
         i = pos_of.get(q.passage_id)
         if i is None:
             continue
-        if q.kind == "negative":
+        if rule.is_negative(q):
             verified[q.query_id].add(i)
-        elif q.score > 0:
+        elif rule.never_negative(q):
             banned[q.query_id].add(i)
-            if q.kind == "direct" or (q.kind in POSITIVE_KINDS and q.score >= min_positive_score):
+            if rule.is_positive(q):
                 key = (POSITIVE_KINDS.index(q.kind), -q.score, i)  # direct first, then by grade
                 positives[q.query_id][i] = min(key, positives[q.query_id].get(i, key))
     todo = [q for q in queries if positives.get(q.query_id)]
@@ -232,16 +234,17 @@ def hard_negatives(
         verified=[verified[q.query_id] for q in todo],
         index=index,
     )
-    for q, negs in zip(todo, picked, strict=True):
+    vectors = np.asarray(passage_vectors, dtype=np.float32)
+    for row, (q, negs) in enumerate(zip(todo, picked, strict=True)):
         if not negs:
             yield Failure(stage=stage, item_id=q.query_id, reason="no_negatives")
             continue
+        pos = sorted(positives[q.query_id], key=positives[q.query_id].__getitem__)
+        pos_sims = vectors[pos] @ np.asarray(qvecs[row], dtype=np.float32)
         yield HardNegatives(
             query_id=q.query_id,
-            positive_ids=[
-                passages[i].passage_id
-                for i in sorted(positives[q.query_id], key=positives[q.query_id].__getitem__)
-            ],
+            positive_ids=[passages[i].passage_id for i in pos],
+            positive_scores=[round(float(v), 6) for v in pos_sims],
             negative_ids=[passages[i].passage_id for i, _, _ in negs],
             sources=[s for _, _, s in negs],
             scores=[round(v, 6) for _, v, _ in negs],
@@ -255,7 +258,7 @@ def hard_negatives_for_run(
     *,
     embedder: Embedder,
     config: HardNegativeConfig | None = None,
-    min_positive_score: int = 1,
+    min_positive: int = 2,
     index: str = "auto",
 ) -> Iterator[HardNegatives | Failure]:
     """``hard_negatives`` over a whole corpus: encodes the passages once and searches them
@@ -276,7 +279,7 @@ def hard_negatives_for_run(
         qrels,
         embedder=embedder,
         config=config,
-        min_positive_score=min_positive_score,
+        min_positive=min_positive,
         passage_vectors=vectors,
         index=build_index(vectors, index),  # type: ignore[arg-type]
     )

@@ -7,7 +7,7 @@ Flow (``top_down_queries`` runs it all; grounding lives in ``fingen.retrieval.gr
     split_cluster:    clusters above max_size -> near-equal parts
     TopDownTask:      TopicItem (cluster + numbered documents) -> Query(level="topic")
     rank_candidates:  Query x passages of its named documents -> top-k GroundPair per document
-    GroundJudgeTask:  GroundPair -> Qrel(kind="judged", score 1-2) or Qrel(kind="negative", 0)
+    GroundJudgeTask:  GroundPair -> Qrel(kind="judged", score 0-2)
     attach_grounding: Query + its judged Qrels -> Query with source_passage_ids, or None
 
 Rejected rows (``Failure`` reasons): ``not_a_question``, ``wrong_language``,
@@ -232,7 +232,8 @@ class TopDownOptions:
         min_size / max_size: smaller clusters are skipped, larger ones split evenly.
         excerpt_chars: lead text shown per document.
         top_k / per_document: candidate passages judged (in each named document).
-        min_score: judge grade that grounds a query.
+        min_score: judge grade that grounds a query (use the run's relevance.min_positive, so
+            a grounded query has a positive).
         limit: use only the first N (split) clusters.
     """
 
@@ -244,7 +245,7 @@ class TopDownOptions:
     excerpt_chars: int = 300
     top_k: int = 3
     per_document: bool = True
-    min_score: int = 1
+    min_score: int = 2
     limit: int | None = None
     template: str = "top_down"
     judge_template: str = "ground_judge"
@@ -290,8 +291,8 @@ def top_down_queries(
 ) -> Iterator[TaskResult[TopicItem, Query | Qrel]]:
     """Grounded topic-level queries, one result per (split) cluster, in order.
 
-    A result's records are its grounded queries, their judged labels (score > 0) and verified
-    negatives (score 0); its failures are rejected questions, failed judgements and
+    A result's records are its grounded queries and their judged labels (grades 0-2; 0 is a
+    verified negative); its failures are rejected questions, failed judgements and
     ungrounded questions. Clusters below the minimum size come back ``skipped``.
 
     Args:

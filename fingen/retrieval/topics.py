@@ -3,7 +3,9 @@
 Topics come from BERTopic over title embeddings with Fin-TopicModel's settings (UMAP
 n_neighbors=15, n_components=32, min_dist=0.0, cosine, seed 22; HDBSCAN min_cluster_size=2,
 min_samples=1; c-TF-IDF over a jieba tokenizer with Chinese stopwords for zh; outliers
-reassigned with threshold 0.4, by c-TF-IDF similarity unless told otherwise). UMAP cannot
+reassigned as the Fin-TopicModel notebook does: ``reduce_outliers(..., threshold=0.4)`` with
+BERTopic's default strategy). Every setting is a field of ``UmapSettings`` /
+``HdbscanSettings`` / ``fit_topics``. UMAP cannot
 embed a handful of points in 32 dimensions, so below ``bertopic_min_docs`` titles (or when bertopic is not
 installed and ``method="auto"``) the topics come from agglomerative clustering of the
 embeddings with a cosine distance threshold, and topic words from the same c-TF-IDF.
@@ -20,56 +22,65 @@ from __future__ import annotations
 import logging
 import re
 import warnings
-from collections.abc import Callable, Sequence
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from fingen.errors import MissingExtraError
 from fingen.records import Document, TopicCluster, content_id
+from fingen.retrieval.topic_words import ctfidf_words, tokenizer
 
 __all__ = [
     "HDBSCAN_SETTINGS",
     "UMAP_SETTINGS",
-    "ZH_STOPWORDS",
     "ClusterKey",
     "Granularity",
+    "HdbscanSettings",
     "OutlierStrategy",
     "TopicMethod",
+    "UmapSettings",
+    "build_bertopic",
     "build_clusters",
     "cluster_quality",
-    "ctfidf_words",
     "fit_topics",
     "time_bucket",
-    "tokenizer",
 ]
 
 TopicMethod = Literal["auto", "bertopic", "agglomerative"]
 ClusterKey = Literal["industry", "period", "topic"]
 Granularity = Literal["quarter", "half", "year"]
-OutlierStrategy = Literal["c-tf-idf", "embeddings", "distributions"]
+OutlierStrategy = Literal["distributions", "c-tf-idf", "embeddings", "probabilities"]
 UNKNOWN_PERIOD = "unknown"
 _CENTER_MIN_DOCS = 5
-#: Fin-TopicModel's UMAP settings (n_neighbors=15 and n_components=32 are capped for tiny sets).
-UMAP_SETTINGS = {"min_dist": 0.0, "metric": "cosine"}
-#: Fin-TopicModel's HDBSCAN settings.
-HDBSCAN_SETTINGS = {"min_cluster_size": 2, "min_samples": 1, "metric": "euclidean",
-                    "prediction_data": True}  # fmt: skip
 
-_ZH_STOPWORDS_TEXT = """
-的 了 和 与 及 或 等 在 是 为 对 将 把 被 从 由 于 以 而 且 并 也
-都 就 还 又 更 最 很 其 之 这 那 该 此 各 每 本 我们 我 你 他 她 它
-他们 公司 有 无 不 没有 可 可以 能 会 要 应 上 下 中 内 外 后 前 年
-月 日 季度 亿元 万元 亿 万 元 同比 环比 约 达 达到 至 到 个 家 项 次
-因 因为 所以 但 但是 如果 由于 通过 进行 以及 其中 目前 已 已经 继续 保持
-维持 实现 预计 有望 仍 较 相关 主要 同时 带来 受益 持续 进一步 研究 报告
-点评 事件 评级 买入 增持 推荐 关注 投资 建议 风险 提示
-"""
-#: Chinese stopwords for topic words: function words and research-report boilerplate.
-ZH_STOPWORDS = frozenset(_ZH_STOPWORDS_TEXT.split())
-_EN_STOPWORDS_CACHE: list[frozenset[str]] = []
-_EN_TOKEN_RE = re.compile(r"[a-z0-9][a-z0-9&'.-]*[a-z0-9]|[a-z]")
-_NUMBERISH_RE = re.compile(r"^[\d.,%'-]+$")
+
+class UmapSettings(BaseModel):
+    """UMAP of the title embeddings (Fin-TopicModel; neighbours/components are capped for
+    tiny sets)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_neighbors: int = Field(15, ge=2)
+    n_components: int = Field(32, ge=2)
+    min_dist: float = Field(0.0, ge=0)
+    metric: str = "cosine"
+
+
+class HdbscanSettings(BaseModel):
+    """HDBSCAN over the UMAP space (Fin-TopicModel)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_cluster_size: int = Field(2, ge=2)
+    min_samples: int = Field(1, ge=1)
+    metric: str = "euclidean"
+
+
+#: Fin-TopicModel's settings, as plain dicts (the BERTopic call adds random_state, capping).
+UMAP_SETTINGS = UmapSettings().model_dump()
+HDBSCAN_SETTINGS = HdbscanSettings().model_dump()
 
 
 def time_bucket(date: str | None, granularity: Granularity = "quarter") -> str:
@@ -106,64 +117,6 @@ def time_bucket(date: str | None, granularity: Granularity = "quarter") -> str:
     return y
 
 
-def tokenizer(lang: str) -> Callable[[str], list[str]]:
-    """Topic-word tokenizer: jieba + Chinese stopwords for zh; words minus stopwords for en."""
-    if lang.lower().startswith("zh"):
-        try:
-            import jieba
-        except ImportError as exc:  # pragma: no cover - jieba is a core dependency
-            raise MissingExtraError("jieba", "topics", "Chinese topic words") from exc
-        jieba.setLogLevel(logging.WARNING)
-
-        def zh(text: str) -> list[str]:
-            return [
-                w
-                for w in (t.strip().lower() for t in jieba.lcut(text))
-                if len(w) >= 2
-                and w not in ZH_STOPWORDS
-                and not _NUMBERISH_RE.match(w)
-                and any(c.isalnum() for c in w)
-            ]
-
-        return zh
-    if not _EN_STOPWORDS_CACHE:
-        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
-        _EN_STOPWORDS_CACHE.append(frozenset(ENGLISH_STOP_WORDS))
-    stop = _EN_STOPWORDS_CACHE[0]
-
-    def en(text: str) -> list[str]:
-        words = _EN_TOKEN_RE.findall(text.lower().replace("_", " "))
-        return [w for w in words if w not in stop and not _NUMBERISH_RE.match(w) and len(w) > 1]
-
-    return en
-
-
-def ctfidf_words(
-    texts: Sequence[str], labels: Sequence[int], lang: str, n_words: int = 8
-) -> dict[int, list[str]]:
-    """Top ``n_words`` per topic by class-based TF-IDF (BERTopic's formula); -1 is skipped."""
-    from sklearn.feature_extraction.text import CountVectorizer
-
-    topics = sorted({t for t in labels if t != -1})
-    if not topics:
-        return {}
-    joined = [" ".join(x for x, t in zip(texts, labels, strict=True) if t == k) for k in topics]
-    try:
-        counts = CountVectorizer(analyzer=tokenizer(lang)).fit(joined)
-    except ValueError:  # nothing but stopwords
-        return {k: [] for k in topics}
-    x = counts.transform(joined).toarray().astype(float)
-    vocab = counts.get_feature_names_out()
-    tf = x / np.maximum(x.sum(axis=1, keepdims=True), 1.0)
-    idf = np.log(1.0 + (x.sum() / len(topics)) / np.maximum(x.sum(axis=0), 1.0))
-    score = tf * idf
-    return {
-        k: [str(vocab[j]) for j in np.argsort(-score[i])[:n_words] if score[i, j] > 0]
-        for i, k in enumerate(topics)
-    }
-
-
 def _agglomerative(embeddings: np.ndarray, distance_threshold: float) -> list[int]:
     from sklearn.cluster import AgglomerativeClustering
 
@@ -185,25 +138,42 @@ def _agglomerative(embeddings: np.ndarray, distance_threshold: float) -> list[in
     return [relabel.get(int(c), -1) for c in raw]
 
 
-def _bertopic(
-    texts: Sequence[str], embeddings: np.ndarray, lang: str, n_words: int, seed: int,
-    outlier_threshold: float | None, outlier_strategy: OutlierStrategy,
-) -> tuple[list[int], dict[int, list[str]]]:  # fmt: skip
+def build_bertopic(
+    n: int,
+    lang: str,
+    *,
+    n_words: int = 8,
+    seed: int = 22,
+    umap: UmapSettings | None = None,
+    hdbscan: HdbscanSettings | None = None,
+) -> Any:
+    """The BERTopic model Fin-TopicModel configured (UMAP + HDBSCAN + c-TF-IDF with our
+    tokenizer), for ``n`` texts."""
     from bertopic import BERTopic
     from hdbscan import HDBSCAN
     from sklearn.feature_extraction.text import CountVectorizer
     from umap import UMAP
 
-    n = len(texts)
-    model = BERTopic(
-        umap_model=UMAP(n_neighbors=min(15, n - 1), n_components=min(32, n - 2),
-                        random_state=seed, **UMAP_SETTINGS),
-        hdbscan_model=HDBSCAN(**HDBSCAN_SETTINGS),
-        vectorizer_model=(vectorizer := CountVectorizer(analyzer=tokenizer(lang))),
+    u, h = umap or UmapSettings(), hdbscan or HdbscanSettings()
+    return BERTopic(
+        umap_model=UMAP(n_neighbors=min(u.n_neighbors, n - 1),
+                        n_components=min(u.n_components, n - 2), min_dist=u.min_dist,
+                        metric=u.metric, random_state=seed),
+        hdbscan_model=HDBSCAN(min_cluster_size=h.min_cluster_size, min_samples=h.min_samples,
+                              metric=h.metric, prediction_data=True),
+        vectorizer_model=CountVectorizer(analyzer=tokenizer(lang)),
         top_n_words=n_words,
         calculate_probabilities=False,
         language="multilingual",  # "english" would strip every non-ASCII character
     )  # fmt: skip
+
+
+def _bertopic(
+    texts: Sequence[str], embeddings: np.ndarray, lang: str, n_words: int, seed: int,
+    outlier_threshold: float | None, outlier_strategy: OutlierStrategy | None,
+    umap: UmapSettings | None = None, hdbscan: HdbscanSettings | None = None,
+) -> tuple[list[int], dict[int, list[str]]]:  # fmt: skip
+    model = build_bertopic(len(texts), lang, n_words=n_words, seed=seed, umap=umap, hdbscan=hdbscan)
     docs = list(texts)
     bertopic_log = logging.getLogger("BERTopic")
     level = bertopic_log.level
@@ -211,15 +181,17 @@ def _bertopic(
         warnings.filterwarnings("ignore", message=".*random_state.*", category=UserWarning)
         labels = [int(t) for t in model.fit_transform(docs, embeddings=embeddings)[0]]
     if outlier_threshold is not None and -1 in labels and len(set(labels)) > 1:
-        new = model.reduce_outliers(
-            docs, labels, strategy=outlier_strategy, embeddings=embeddings,
-            threshold=outlier_threshold,
-        )  # fmt: skip
+        # Fin-TopicModel's call: reduce_outliers(docs, topics, threshold=0.4), the default
+        # strategy ("distributions") unless one is set
+        strategy: dict[str, Any] = {"strategy": outlier_strategy} if outlier_strategy else {}
+        if outlier_strategy == "embeddings":
+            strategy["embeddings"] = embeddings
+        new = model.reduce_outliers(docs, labels, threshold=outlier_threshold, **strategy)
         labels = [int(t) for t in new]
         bertopic_log.setLevel(logging.ERROR)  # "custom list of topic assignments": intended
         try:
             model.update_topics(
-                docs, topics=labels, vectorizer_model=vectorizer, top_n_words=n_words
+                docs, topics=labels, vectorizer_model=model.vectorizer_model, top_n_words=n_words
             )
         finally:
             bertopic_log.setLevel(level)
@@ -242,7 +214,9 @@ def fit_topics(
     n_words: int = 8,
     seed: int = 22,
     outlier_threshold: float | None = 0.4,
-    outlier_strategy: OutlierStrategy = "c-tf-idf",
+    outlier_strategy: OutlierStrategy | None = None,
+    umap: UmapSettings | None = None,
+    hdbscan: HdbscanSettings | None = None,
 ) -> tuple[list[int], dict[int, list[str]], str]:
     """Topic label per text (-1 = outlier), topic words, and the method used.
 
@@ -253,9 +227,11 @@ def fit_topics(
             texts on when it is installed, else agglomerative).
         distance_threshold: cosine distance (average linkage) below which the fallback merges
             clusters; from 5 texts on, the embeddings are mean-centred first.
-        outlier_threshold: BERTopic ``reduce_outliers`` threshold (None keeps outliers).
-        outlier_strategy: how outliers are matched to topics; "c-tf-idf" (default) compares
-            word weights, so the threshold does not depend on the embedder's scale.
+        outlier_threshold: BERTopic ``reduce_outliers`` threshold (None keeps outliers;
+            Fin-TopicModel: 0.4).
+        outlier_strategy: how outliers are matched to topics; None: BERTopic's default
+            ("distributions"), as Fin-TopicModel's notebook calls it.
+        umap / hdbscan: the models' settings (default: Fin-TopicModel's).
 
     Raises:
         MissingExtraError: ``method="bertopic"`` without bertopic installed.
@@ -274,7 +250,7 @@ def fit_topics(
             use_bertopic = False
     if use_bertopic and len(texts) >= 4:
         labels, words = _bertopic(
-            texts, emb, lang, n_words, seed, outlier_threshold, outlier_strategy
+            texts, emb, lang, n_words, seed, outlier_threshold, outlier_strategy, umap, hdbscan
         )
         return labels, words, "bertopic"
     labels = _agglomerative(emb, distance_threshold)

@@ -1,26 +1,29 @@
 """Stages ``export_retrieval`` (BEIR, sentence-transformers, FlagEmbedding, HF) and ``evaluate``.
 
-Files, all inside the run directory (``out`` = ``exports`` by default)::
+Files, all inside the run directory (``out`` = ``exports`` by default), split by source
+document (``split:`` of the pipeline; see ``fingen.splits``)::
 
     exports/beir/{corpus,queries}.jsonl, exports/beir/qrels/*.tsv   (see fingen.export.retrieval)
-    exports/sentence_transformers/{pairs,triplets,ntuples}.jsonl
-    exports/flag_embedding/train.jsonl                                {query, pos, neg[, prompt]}
-    exports/hf/                                                       DatasetDict.save_to_disk
-    export_retrieval.jsonl                                            one row per file written
-    evaluate.jsonl, evaluate.report.json                              metrics per retriever/level
+    exports/sentence_transformers/{pairs,triplets,ntuples}/<split>.jsonl
+    exports/flag_embedding/<split>.jsonl                 {query, pos, neg, pos_scores, neg_scores[, prompt]}
+    exports/hf/                                          DatasetDict.save_to_disk
+    export_retrieval.jsonl                               one row per file written
+    evaluate.jsonl, evaluate.report.json                 metrics per retriever/qrels file
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from typing import Literal
+from collections import Counter
+from typing import Any, Literal
 
 from pydantic import Field
 
 from fingen.export.retrieval import (
     beir_dataset_dict,
     flag_embedding_rows,
+    ntuple_width,
     resolve_groups,
     st_ntuples,
     st_pairs,
@@ -28,7 +31,9 @@ from fingen.export.retrieval import (
     write_beir,
     write_jsonl,
 )
+from fingen.labels import RelevanceRule
 from fingen.retrieval.evaluate import METRICS, evaluate_beir
+from fingen.splits import assign_splits
 from fingen.stages.base import StageContext, StageParams, stage
 from fingen.stages.relevance import SourceParams
 from fingen.store import atomic_write_text
@@ -44,19 +49,58 @@ class ExportRetrievalParams(SourceParams):
     )
     formats: list[Format] = Field(["beir", "sentence_transformers", "flag_embedding", "hf"])
     out: str = Field("exports", description="folder inside the run directory")
-    graded: bool = Field(False, description="write graded scores (default: binary, as BEIR)")
-    ntuple_negatives: int = Field(5, ge=1, description="negatives per n-tuple row")
+    ntuple_negatives: int | None = Field(
+        None, ge=1, description="negatives per n-tuple row (default: as many as mined, capped)"
+    )
     instruction: str | None = Field(None, description="FlagEmbedding 'prompt' (query instruction)")
+
+
+def _training_views(
+    ctx: StageContext,
+    params: ExportRetrievalParams,
+    resolved: list[dict[str, Any]],
+    splits: list[str],
+) -> dict[str, int]:
+    out, files = ctx.store.path(params.out), {}
+    by_split = {s: [g for g in resolved if g["split"] == s] for s in splits}
+    k = ntuple_width(resolved, params.ntuple_negatives)
+    if "sentence_transformers" in params.formats:
+        st = out / "sentence_transformers"
+        for split, groups in by_split.items():
+            files[f"sentence_transformers/pairs/{split}"] = write_jsonl(
+                st / "pairs" / f"{split}.jsonl", st_pairs(groups)
+            )
+            if resolved:
+                files[f"sentence_transformers/triplets/{split}"] = write_jsonl(
+                    st / "triplets" / f"{split}.jsonl", st_triplets(groups)
+                )
+                files[f"sentence_transformers/ntuples/{split}"] = write_jsonl(
+                    st / "ntuples" / f"{split}.jsonl", st_ntuples(groups, k))  # fmt: skip
+        short = sum(1 for g in resolved if len(g["neg"]) < k)
+        ctx.stats.extra.update(ntuple_negatives=k, ntuple_skipped_groups=short)
+        if resolved and (short or params.ntuple_negatives not in (None, k)):
+            ctx.stats.extra["ntuple_note"] = (
+                f"n-tuples have {k} negatives ({params.ntuple_negatives or 'auto'} asked); "
+                f"{short} of {len(resolved)} groups have fewer and are not in ntuples"
+            )
+    if "flag_embedding" in params.formats:
+        for split, groups in by_split.items():
+            rows = flag_embedding_rows(groups, instruction=params.instruction)
+            files[f"flag_embedding/{split}"] = write_jsonl(
+                out / "flag_embedding" / f"{split}.jsonl", rows
+            )
+    return files
 
 
 @stage(
     ExportRetrievalParams,
-    inputs={"passages": "passage", "queries": "query", "qrels": "qrel?", "partial": "partial?",
+    inputs={"passages": "passage", "queries": "query", "qrels": "qrel?",
             "negatives": "hard_negatives?"},
     outputs={"": "file"},
 )  # fmt: skip
 def export_retrieval(ctx: StageContext, params: ExportRetrievalParams) -> None:
-    """Write the retrieval dataset in the requested formats (never calls a model).
+    """Write the retrieval dataset in the requested formats, split by document (never calls
+    a model).
 
     Example params: ``{formats: [beir, flag_embedding], instruction: "Represent this query: "}``
     """
@@ -64,42 +108,36 @@ def export_retrieval(ctx: StageContext, params: ExportRetrievalParams) -> None:
     qrels = list(ctx.input("qrels", params.qrels))
     passages = list(ctx.input("passages", params.passages))
     ctx.stats.inputs = ctx.stats.succeeded = len(queries)
+    rule = RelevanceRule(ctx.config.relevance.min_positive)
+    doc_split, query_split = assign_splits(queries, passages, ctx.config.split)
+    names = ctx.config.split.names
     out = ctx.store.path(params.out)
     for sub in ("beir", "sentence_transformers", "flag_embedding", "hf"):  # no stale exports
         shutil.rmtree(out / sub, ignore_errors=True)
     files: dict[str, int] = {}
     if "beir" in params.formats:
-        counts = write_beir(out / "beir", passages, queries, qrels, graded=params.graded)
+        counts = write_beir(out / "beir", passages, queries, qrels, rule=rule,
+                            splits=query_split, split_names=names)  # fmt: skip
         files.update({f"beir/{k}": v for k, v in counts.items()})
     groups = list(ctx.input("negatives", params.negatives))
     by_q, by_p = {q.query_id: q for q in queries}, {p.passage_id: p for p in passages}
-    resolved = list(resolve_groups(groups, by_q, by_p))
-    if "sentence_transformers" in params.formats:
-        st = out / "sentence_transformers"
-        files["sentence_transformers/pairs"] = write_jsonl(st / "pairs.jsonl", st_pairs(resolved))
-        if groups:
-            k = params.ntuple_negatives
-            files["sentence_transformers/triplets"] = write_jsonl(
-                st / "triplets.jsonl", st_triplets(resolved)
-            )
-            files["sentence_transformers/ntuples"] = write_jsonl(
-                st / "ntuples.jsonl", st_ntuples(resolved, k)
-            )
-            ctx.stats.extra["ntuple_skipped"] = sum(1 for g in resolved if len(g["neg"]) < k)
-    if "flag_embedding" in params.formats:
-        rows = flag_embedding_rows(resolved, instruction=params.instruction)
-        files["flag_embedding/train"] = write_jsonl(out / "flag_embedding" / "train.jsonl", rows)
+    resolved = list(resolve_groups(groups, by_q, by_p, query_split=query_split,
+                                   doc_split=doc_split))  # fmt: skip
+    files.update(_training_views(ctx, params, resolved, names))
     if "hf" in params.formats:
-        dd = beir_dataset_dict(passages, queries, qrels)
+        dd = beir_dataset_dict(passages, queries, qrels, splits=query_split)
         dd.save_to_disk(str(out / "hf"))
         files.update({f"hf/{name}": len(ds) for name, ds in dd.items()})
     for path, rows in files.items():
         ctx.output().write({"file": f"{params.out}/{path}", "rows": rows})
     ctx.stats.extra.update(
         files=files,
+        min_positive=rule.min_positive,
+        splits={"queries": dict(Counter(query_split.values())),
+                "documents": dict(Counter(doc_split.values()))},
         hard_negative_groups=len(groups),
         groups_used=len(resolved),
-    )
+    )  # fmt: skip
 
 
 class EvaluateParams(StageParams):
@@ -108,22 +146,38 @@ class EvaluateParams(StageParams):
     run_embedder: bool = Field(True, description="evaluate the run's (cached) embedder")
     models: list[str] = Field(default_factory=list, description="further embedders by name")
     k: int = Field(100, ge=10)
+    split: str | None = Field(
+        "dev", description="score this split's queries (None: all; no dev queries: all)"
+    )
 
 
 @stage(EvaluateParams, outputs={"": "evaluation"})
 def evaluate(ctx: StageContext, params: EvaluateParams) -> None:
-    """nDCG@10, Recall@10/100, MRR@10 per qrels file for BM25 and embedders.
+    """nDCG@10, Recall@10/100, MRR@10 per qrels file for BM25 and embedders, on the dev split.
+
+    The run's embedder mined the labels and chose the hard negatives: the report names it,
+    and its numbers on ``*_extended`` files (mined labels) are optimistic.
 
     Example params: ``{bm25: true, models: [e5]}``
     """
-    embedders = {ctx.config.embedder.model: ctx.embedder()} if params.run_embedder else {}
+    beir = ctx.store.path(params.beir)
+    mining = str(ctx.config.embedder.model)
+    embedders = {mining: ctx.embedder()} if params.run_embedder else {}
+    split = params.split if params.split and _has_split(beir, params.split) else None
     report = evaluate_beir(
-        ctx.store.path(params.beir),
+        beir,
         [m for m in params.models if m not in embedders],
         params.bm25,
         ctx.lang,
         embedders=embedders,
         k=params.k,
+        split=split,
+    )
+    report["mining_embedder"] = mining
+    report["note"] = (
+        f"labels were mined and hard negatives chosen with '{mining}': its scores on "
+        "*_extended qrels (mined labels) are optimistic"
+        + ("" if split else f"; no '{params.split}' queries, so every query was scored")
     )
     for retriever, levels in report["results"].items():
         for level, metrics in levels.items():
@@ -137,3 +191,12 @@ def evaluate(ctx: StageContext, params: EvaluateParams) -> None:
         r: {lvl: m[METRICS[0]] for lvl, m in levels.items()}
         for r, levels in report["results"].items()
     }
+    ctx.stats.extra.update(split=split or "all", note=report["note"])
+
+
+def _has_split(beir: Any, split: str) -> bool:
+    path = beir / "queries.jsonl"
+    if not path.is_file():
+        return False
+    with path.open(encoding="utf-8") as f:
+        return any(json.loads(line).get("split") == split for line in f if line.strip())

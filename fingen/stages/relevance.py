@@ -4,12 +4,11 @@ Typical order: ... -> bottom_up -> top_down -> mine -> filter -> hard_negatives 
 Inputs default to the run's records so far (the queries and labels of every earlier
 generator and mining stage, or what the last ``filter`` kept, plus mining after it); name
 them explicitly with ``queries: [...]``, ``qrels: [...]`` (refs like ``bottom_up.queries``).
+Labels keep their 0-2 grade; ``relevance.min_positive`` decides positives (``fingen.labels``).
 Outputs::
 
-    mine.qrels.jsonl         mined positives (kind "mined", score >= threshold, judge, rationale)
-    mine.negatives.jsonl     verified negatives (kind "negative", score 0)
-    mine.partial.jsonl       0 < score < threshold (threshold 2 only): neither; never a negative
-    filter.jsonl             kept queries; filter.qrels.jsonl / filter.partial.jsonl their labels
+    mine.qrels.jsonl         every verdict: kind "mined", the judge's grade 0-2, judge, rationale
+    filter.jsonl             kept queries; filter.qrels.jsonl their labels
     hard_negatives.jsonl     HardNegatives {query_id, positive_ids, negative_ids, sources, scores}
 """
 
@@ -38,14 +37,13 @@ __all__ = [
 ]
 
 Refs = str | list[str] | None
-_LABEL_INPUTS = {"passages": "passage", "queries": "query", "qrels": "qrel?", "partial": "partial?"}
+_LABEL_INPUTS = {"passages": "passage", "queries": "query", "qrels": "qrel?"}
 
 
 class SourceParams(StageParams):
     passages: Refs = Field(None, description="Passages (default: the run's)")
     queries: Refs = Field(None, description="Queries (default: the run's so far)")
     qrels: Refs = Field(None, description="labels (default: the run's so far)")
-    partial: Refs = Field(None, description="partial labels, below the positive threshold")
 
 
 # --- mine -----------------------------------------------------------------------------------
@@ -60,21 +58,20 @@ class MineParams(SourceParams):
     cross_encoder: str | None = Field(None, description="CrossEncoder model path (judge)")
     ce_threshold: float = Field(0.5, description="cross-encoder score graded 2 (relevant)")
     ce_partial_threshold: float | None = Field(None, description="score graded 1, if set")
-    threshold: int = Field(1, ge=1, le=2, description="lowest grade that makes a positive")
     limit: int | None = Field(None, ge=1, description="mine only the first N queries")
 
 
 @stage(
     MineParams,
     inputs=_LABEL_INPUTS,
-    outputs={"qrels": "qrel", "negatives": "qrel", "partial": "partial"},
+    outputs={"qrels": "qrel"},
     role="judge",
     judges="query",
 )
 def mine(ctx: StageContext, params: MineParams) -> None:
-    """Judge each query's local and global candidates; grade >= threshold -> mined qrel.
+    """Judge each query's local and global candidates; every verdict is a mined label 0-2.
 
-    Example params: ``{global_top_k: 10, max_candidates: 20, judge: llm, threshold: 1}``
+    Example params: ``{global_top_k: 10, max_candidates: 20, judge: llm}``
     """
     judge = build_judge(
         params.judge,
@@ -87,7 +84,8 @@ def mine(ctx: StageContext, params: MineParams) -> None:
     )
     options = MineOptions(
         levels=tuple(params.levels), local=params.local, global_top_k=params.global_top_k,
-        max_candidates=params.max_candidates, threshold=params.threshold, limit=params.limit,
+        max_candidates=params.max_candidates, limit=params.limit,
+        threshold=ctx.config.relevance.min_positive,
     )  # fmt: skip
     outcomes = mine_positives(
         ctx.input("queries", params.queries),
@@ -100,7 +98,7 @@ def mine(ctx: StageContext, params: MineParams) -> None:
     bar = ctx.progress("candidates")
     sources, found, grades = Counter[str](), Counter[str](), Counter[str]()
     mined_queries: set[str] = set()
-    out = {"positive": "qrels", "negative": "negatives", "partial": "partial"}
+    outcomes_by_kind = Counter[str]()
     for res in outcomes:
         ctx.stats.inputs += 1
         bar.advance()
@@ -111,12 +109,14 @@ def mine(ctx: StageContext, params: MineParams) -> None:
             continue
         ctx.stats.succeeded += 1
         grades[str(res.record.score)] += 1
+        outcomes_by_kind[res.outcome] += 1
         if res.outcome == "positive":
             found[res.verdict.candidate.source] += 1
             mined_queries.add(res.record.query_id)
-        ctx.output(out[res.outcome]).write(res.record)
+        ctx.output("qrels").write(res.record)
     ctx.stats.extra.update(
         judge=judge.name,
+        outcomes=dict(outcomes_by_kind),
         candidates_by_source=dict(sources),
         grades=dict(sorted(grades.items())),
         positives_by_source=dict(found),
@@ -138,7 +138,7 @@ class FilterParams(SourceParams):
 @stage(
     FilterParams,
     inputs={**_LABEL_INPUTS, "passages": "passage?"},
-    outputs={"": "query:replace", "qrels": "qrel:replace", "partial": "partial:replace"},
+    outputs={"": "query:replace", "qrels": "qrel:replace"},
 )
 def filter_queries(ctx: StageContext, params: FilterParams) -> None:
     """Near-duplicate and round-trip filters; kept queries and their labels pass through.
@@ -147,7 +147,6 @@ def filter_queries(ctx: StageContext, params: FilterParams) -> None:
     """
     queries = list(ctx.input("queries", params.queries))
     qrels = list(ctx.input("qrels", params.qrels))
-    partial = list(ctx.input("partial", params.partial))
     passages = list(ctx.input("passages", params.passages)) if params.round_trip else []
     result = run_filters(
         queries,
@@ -165,20 +164,25 @@ def filter_queries(ctx: StageContext, params: FilterParams) -> None:
         ctx.fail(failure)
     keep = {q.query_id for q in result.kept}
     ctx.output().write_all(result.kept)
-    dropped = Counter[str]()
-    for name, labels in (("qrels", qrels), ("partial", partial)):
-        for r in labels:
-            if r.query_id in keep:
-                ctx.output(name).write(r)
-            else:
-                dropped[name] += 1
+    dropped = 0
+    for r in qrels:
+        if r.query_id in keep:
+            ctx.output("qrels").write(r)
+        else:
+            dropped += 1
+    checked = len(queries) - result.counts["near_duplicate"] - result.unchecked
     ctx.stats.extra.update(
+        round_trip_pass_rate=(
+            round(1 - result.counts["round_trip_failed"] / checked, 4)
+            if params.round_trip and checked
+            else None
+        ),
         filters={
             "near_duplicate": result.counts["near_duplicate"],
             "round_trip_failed": result.counts["round_trip_failed"],
         },
         round_trip_unchecked=result.unchecked,
-        labels_dropped=dict(dropped),
+        labels_dropped=dropped,
     )
 
 
@@ -195,7 +199,6 @@ class HardNegativesParams(SourceParams):
     sampling: Literal["top", "random"] = "top"
     seed: int = 42
     use_verified: bool = Field(True, description="verified negatives from mining first")
-    min_positive_score: int = Field(1, ge=1, le=2)
     index: Literal["auto", "exact", "faiss"] = "auto"
 
 
@@ -212,14 +215,13 @@ def hard_negatives(ctx: StageContext, params: HardNegativesParams) -> None:
         )
     )
     queries = list(ctx.input("queries", params.queries))
-    labels = [*ctx.input("qrels", params.qrels), *ctx.input("partial", params.partial)]
     records = hard_negatives_for_run(
         queries,
         list(ctx.input("passages", params.passages)),
-        labels,
+        ctx.input("qrels", params.qrels),
         embedder=ctx.embedder(),
         config=config,
-        min_positive_score=params.min_positive_score,
+        min_positive=ctx.config.relevance.min_positive,
         index=params.index,
     )
     sources, short = Counter[str](), 0

@@ -21,7 +21,13 @@ from fingen.retrieval.bottom_up import bottom_up_queries
 from fingen.retrieval.clusters import TopicOptions, cluster_documents
 from fingen.retrieval.titles import title_documents
 from fingen.retrieval.top_down import TopDownOptions, top_down_queries
-from fingen.retrieval.topics import ClusterKey, OutlierStrategy, TopicMethod
+from fingen.retrieval.topics import (
+    ClusterKey,
+    HdbscanSettings,
+    OutlierStrategy,
+    TopicMethod,
+    UmapSettings,
+)
 from fingen.stages.base import StageContext, StageParams, stage
 
 __all__ = [
@@ -49,10 +55,7 @@ class BottomUpParams(StageParams):
 
 
 def _label_output(rec: Any) -> str:
-    if isinstance(rec, Query):
-        return "queries"
-    assert isinstance(rec, Qrel)
-    return "qrels" if rec.score > 0 and rec.kind != "negative" else "negatives"
+    return "queries" if isinstance(rec, Query) else "qrels"
 
 
 @stage(
@@ -120,8 +123,16 @@ class TopicsParams(StageParams):
     method: TopicMethod = "auto"
     bertopic_min_docs: int = Field(40, ge=4)
     distance_threshold: float = Field(0.7, gt=0, lt=2, description="fallback cosine distance")
-    outlier_threshold: float | None = Field(0.4, ge=0, le=1)
-    outlier_strategy: OutlierStrategy = "c-tf-idf"
+    outlier_threshold: float | None = Field(
+        0.4, ge=0, le=1, description="BERTopic reduce_outliers threshold (None: keep outliers)"
+    )
+    outlier_strategy: OutlierStrategy | None = Field(
+        None, description="reduce_outliers strategy (None: BERTopic's default, as Fin-TopicModel)"
+    )
+    umap: UmapSettings = Field(default_factory=UmapSettings, description="UMAP settings")
+    hdbscan: HdbscanSettings = Field(
+        default_factory=HdbscanSettings, description="HDBSCAN settings"
+    )
     n_words: int = Field(8, ge=1, le=50)
     seed: int = 22
 
@@ -133,7 +144,10 @@ class TopicsParams(StageParams):
 )
 def topics(ctx: StageContext, params: TopicsParams) -> None:
     """Cluster documents by industry x time bucket x topic (BERTopic over title embeddings)."""
-    options = TopicOptions(**{**params.model_dump(exclude={"documents"}), "by": tuple(params.by)})
+    fields = params.model_dump(exclude={"documents", "umap", "hdbscan"})
+    options = TopicOptions(
+        **{**fields, "by": tuple(params.by)}, umap=params.umap, hdbscan=params.hdbscan
+    )
     result = cluster_documents(
         ctx.input("documents", params.documents),
         embedder=ctx.embedder(),
@@ -163,7 +177,12 @@ class TopDownParams(StageParams):
     excerpt_chars: int = Field(300, ge=0, description="lead text shown per document")
     top_k: int = Field(3, ge=1, le=50, description="candidate passages judged")
     per_document: bool = Field(True, description="top_k in each named document")
-    min_score: int = Field(1, ge=1, le=2, description="judge score that grounds a query")
+    min_score: int | None = Field(
+        None,
+        ge=1,
+        le=2,
+        description="judge grade that grounds a query (default: relevance.min_positive)",
+    )
     limit: int | None = Field(None, ge=1, description="use only the first N clusters")
     template: str = "top_down"
     judge_template: str = "ground_judge"
@@ -172,12 +191,14 @@ class TopDownParams(StageParams):
 @stage(
     TopDownParams,
     inputs={"clusters": "cluster", "passages": "passage"},
-    outputs={"queries": "query", "qrels": "qrel", "negatives": "qrel"},
+    outputs={"queries": "query", "qrels": "qrel"},
     judges="query",
 )
 def top_down(ctx: StageContext, params: TopDownParams) -> None:
     """Clusters -> topic-level cross-document queries, grounded by embedder + LLM judge."""
-    options = TopDownOptions(**params.model_dump(exclude={"clusters", "passages"}))
+    fields = params.model_dump(exclude={"clusters", "passages", "min_score"})
+    min_score = params.min_score or ctx.config.relevance.min_positive
+    options = TopDownOptions(**fields, min_score=min_score)
     results = top_down_queries(
         ctx.input("clusters", params.clusters),
         ctx.input("passages", params.passages),
