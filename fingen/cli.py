@@ -52,7 +52,17 @@ def run(
     from fingen.console import run_with_progress
 
     config = load_pipeline(pipeline, set_ or [])
-    run_with_progress(config, out)
+    _exit_for(run_with_progress(config, out))
+
+
+def _exit_for(result: object) -> None:
+    """Exit 3 when the budget stopped the run (its one-line reason is printed)."""
+    manifest = getattr(result, "manifest", {})
+    if manifest.get("status") == "stopped_budget":
+        reasons = [e.get("reason", "") for e in manifest.get("stages", {}).values()
+                   if e.get("status") == "stopped"]  # fmt: skip
+        sys.stderr.write(f"stopped: {reasons[0] if reasons else 'budget reached'}\n")
+        raise typer.Exit(3)
 
 
 @app.command()
@@ -76,6 +86,7 @@ def demo(
 
     pipeline = Path(str(resources.files("fingen") / "_demo" / "demo.yaml"))
     result = run_with_progress(load_pipeline(pipeline, set_ or []), out)
+    _exit_for(result)
     report_path = result.run_dir / "report.html"
     if report_path.is_file():
         console.print(f"report: [bold]{report_path}[/]")
@@ -268,17 +279,29 @@ def _run_dir(path: Path) -> Path:
     return path
 
 
+_SIGNALS_SEEN: list[int] = []
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    """First Ctrl-C / SIGTERM: stop cleanly (finished work is kept); a second: exit at once."""
+    from fingen.errors import Interrupted
+
+    if _SIGNALS_SEEN:
+        sys.stderr.write("interrupted again: exiting now\n")
+        os._exit(128 + signum)
+    _SIGNALS_SEEN.append(signum)
+    raise Interrupted(signum)
 
 
 def main() -> None:
-    """Entry point: user mistakes print one line and exit 2; no traceback."""
+    """Entry point: user mistakes print one line and exit 2, a budget stop exits 3, Ctrl-C
+    130 and SIGTERM 143; no traceback."""
     import signal
 
-    from fingen.errors import FingenError, UserError
+    from fingen.errors import FingenError, Interrupted, UserError
+    from fingen.redact import redact
 
-    # SIGTERM behaves like Ctrl-C: finished work is kept and child servers are stopped.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     # Models load from installed packages only (publish is the one command that goes online);
     # keep library progress bars out of ours.
@@ -290,23 +313,19 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         sys.exit(code if isinstance(code, int) else 0)
-    except typer.Abort:
-        sys.stderr.write("aborted\n")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        sys.stderr.write(
-            "interrupted: finished work is kept; re-run with the same --out to resume\n"
-        )
-        sys.exit(130)
+    except (Interrupted, KeyboardInterrupt, typer.Abort) as exc:
+        signum = getattr(exc, "signum", 2)
+        sys.stderr.write("interrupted; run the same command again to resume\n")
+        sys.exit(128 + signum)
     except UserError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {redact(str(exc))}\n")
         sys.exit(2)
     except FingenError as exc:
-        sys.stderr.write(f"error: {type(exc).__name__}: {exc}\n")
+        sys.stderr.write(f"error: {type(exc).__name__}: {redact(str(exc))}\n")
         sys.exit(1)
     except Exception as exc:
         # Usage errors (bad option values, missing arguments) from typer's click arrive here
@@ -317,3 +336,5 @@ def main() -> None:
             exc.show()
             sys.exit(2)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -7,8 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from fingen.config import PipelineConfig
 from fingen.manifest import summary_rows
@@ -35,9 +43,16 @@ def print_summary(result: RunResult) -> None:
         "[dim]in: inputs; ok/fail: inputs that succeeded/failed; rej: rows rejected by checks; "
         "cache: answers from the request cache; req: requests sent[/]"
     )
+    wall = float(result.manifest.get("wall_s", 0) or 0)
+    llm_s = sum(
+        e.get("usage", {}).get("llm_s", 0)
+        for e in result.manifest.get("stages", {}).values()
+        if not e.get("resumed") and not e.get("earlier")
+    )
+    share = f"  LLM time {llm_s:.0f}s = {100 * llm_s / wall:.0f}% of wall" if wall and llm_s else ""
     console.print(
         f"tokens in/out: {totals.get('prompt_tokens', 0)}/{totals.get('completion_tokens', 0)}"
-        f"  cost: ${totals.get('cost', 0):.4f}  wall: {result.manifest.get('wall_s', 0):.1f}s"
+        f"  cost: ${totals.get('cost', 0):.4f}  wall: {wall:.1f}s{share}"
     )
     by_model = totals.get("by_model", {})
     if len(by_model) > 1 or any(n != "default" for n in by_model):
@@ -65,6 +80,29 @@ def print_summary(result: RunResult) -> None:
             "failures by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(failures.items()))
         )
     console.print(f"run directory: [bold]{result.run_dir}[/]  (manifest.json, <stage>.jsonl)")
+    transient = sum(
+        e.get("transient_failures", 0) for e in result.manifest.get("stages", {}).values()
+    )
+    if result.status == "complete_with_failures":
+        console.print(
+            f"[yellow]{transient} rows failed for a transient reason (server errors, timeouts, "
+            "truncated or unreadable replies)[/]: run the same command again to retry them; "
+            "answers that succeeded come from the cache"
+        )
+
+
+class LiveColumn(ProgressColumn):
+    """The model's queue and speed while it works (``fingen.llm.engine.live_stats``)."""
+
+    def render(self, task: object) -> Text:
+        from fingen.llm.engine import live_stats
+
+        live = live_stats()
+        if not (live["in_flight"] or live["queued"]):
+            return Text("")
+        speed = f" {live['tokens_per_s']:.1f} tok/s" if live["tokens_per_s"] else ""
+        return Text(f"llm: {live['in_flight']} in flight, {live['queued']} queued{speed}",
+                    style="dim")  # fmt: skip
 
 
 def run_with_progress(config: PipelineConfig, run_dir: Path | None) -> RunResult:
@@ -74,10 +112,12 @@ def run_with_progress(config: PipelineConfig, run_dir: Path | None) -> RunResult
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        LiveColumn(),
         console=console,
         transient=False,
     ) as bars:
         open_tasks: list[Any] = []
+        warned: set[str] = set()
 
         def make(desc: str, total: int | None) -> StageProgress:
             task = bars.add_task(desc, total=total)
@@ -90,6 +130,12 @@ def run_with_progress(config: PipelineConfig, run_dir: Path | None) -> RunResult
                     bars.update(task.id, total=task.completed)
                     bars.stop_task(task.id)
             open_tasks.clear()
+            from fingen.llm.engine import live_stats
+
+            for warning in dict.fromkeys(live_stats()["warnings"]):
+                if warning not in warned:
+                    warned.add(warning)
+                    bars.console.print(f"[yellow]warning[/]: {warning}")
             if entry.get("resumed"):
                 bars.console.print(f"[dim]{key}: done in an earlier run, skipped[/]")
             elif not bars.console.is_terminal:  # logs get one line per stage instead of bars

@@ -18,6 +18,9 @@ Tree::
     │   └── BudgetExceeded       a token/cost budget was reached; the run stops cleanly
     ├── BackendStartError        the embedded model server did not start
     └── StoreError               the run directory is inconsistent
+        └── RunLocked (also UserError)  another fingen process writes this run directory
+
+    Interrupted (BaseException)  Ctrl-C or SIGTERM: the run stops, finished work is kept
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ __all__ = [
     "DocumentError",
     "FingenError",
     "InputError",
+    "Interrupted",
     "LLMError",
     "MissingExtraError",
     "ParseFailure",
     "PublishError",
     "RowRejected",
+    "RunLocked",
     "StoreError",
     "StructuredOutputError",
     "TransportError",
@@ -157,3 +162,27 @@ class BackendStartError(FingenError):
 
 class StoreError(FingenError):
     """The run directory cannot be used."""
+
+
+class RunLocked(StoreError, UserError):
+    """Another fingen process holds the run directory's lock (one writer per run)."""
+
+    def __init__(self, path: str, pid: str) -> None:
+        self.path, self.pid = path, pid
+        who = f"fingen process {pid}" if pid else "another fingen process"
+        super().__init__(f"{path}: in use by {who}; wait for it to finish, or use another --out")
+
+
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT) or SIGTERM: raised in the main thread so the run stops cleanly.
+
+    Not an ``Exception``: code that catches errors must not swallow it.
+    """
+
+    def __init__(self, signum: int = 2) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

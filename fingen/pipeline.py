@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fingen.config import PipelineConfig, parse_params
-from fingen.errors import BudgetExceeded, ConfigError
+from fingen.errors import BudgetExceeded, ConfigError, Interrupted
 from fingen.fingerprint import stage_fingerprint
 from fingen.manifest import summary_rows, totals, versions
 from fingen.redact import redact, redacted_config
@@ -126,6 +126,12 @@ def validate_pipeline(config: PipelineConfig) -> list[Any]:
         parsed.append(parse_params(spec.params_model, sc.params, f"stages[{i}] ({sc.key}).params"))
         specs.append(spec)
     _check_inputs(config, specs, parsed)
+    for sc, p in zip(config.stages, parsed, strict=True):
+        for param, path in p.input_paths():
+            if not config.resolve_path(path).exists():
+                raise ConfigError(
+                    f"file not found: {path}", where=f"stages.{sc.key}.params.{param}"
+                )
     return parsed
 
 
@@ -203,64 +209,41 @@ def run_pipeline(
         "stages": {k: {**e, "earlier": True} for k, e in previous.items()
                    if k not in {sc.key for sc in config.stages}},
     }  # fmt: skip
+    store.lock()
     resources = Resources(config, store, carried_budget(config, previous_manifest))
     fingerprints: list[str] = []
-    status = "complete"
+    status, dirty = "complete", False
     t_run = time.perf_counter()
     try:
         for i, sc in enumerate(config.stages):
             fp = stage_fingerprint(config, i, fingerprints, prompts_digest)
             fingerprints.append(fp)
             prev = previous.get(sc.key, {})
-            if (
-                prev.get("status") == "done"
-                and prev.get("fingerprint") == fp
-                and _outputs_exist(store, sc.key, prev)
-            ):
+            if not dirty and _finished(store, sc.key, prev, fp):
                 manifest["stages"][sc.key] = {**prev, "resumed": True}
                 if on_stage:
                     on_stage(sc.key, manifest["stages"][sc.key])
                 continue
-            store.clear_stage(sc.key)
-            ctx = _context(config, i, store, resources, specs, progress_factory)
-            t0 = time.perf_counter()
-            entry: dict[str, Any] = {"stage": sc.stage, "fingerprint": fp}
-            try:
-                resolve_stage(sc.stage)(ctx, params[i])
-                ctx.commit()
-                entry["status"] = "done"
-            except BudgetExceeded as exc:
-                ctx.commit()  # keep everything finished before the budget ran out
-                entry.update(status="stopped", reason=str(exc))
-                status = "stopped_budget"
-            except BaseException as exc:
-                ctx.abort()
-                entry.update(status="failed", reason=redact(f"{type(exc).__name__}: {exc}")[:500])
-                status = "failed"
-                raise
-            finally:
-                entry.update(ctx.stats.as_dict(), wall_s=round(time.perf_counter() - t0, 3))
-                kinds, replaces = ctx.kinds()
-                entry["kinds"] = kinds
-                if replaces:
-                    entry["replaces"] = replaces
-                usage, by_model = resources.stage_usage(sc.key)
-                if usage is not None:
-                    entry["usage"], entry["usage_by_model"] = usage, by_model
-                    entry["models"] = {r: n for r, n in ctx.models.items() if n in by_model}
-                    if judge := self_judged(config, specs[i], manifest["stages"], entry):
-                        entry["self_judged"] = judge
-                if prompts := resources.stage_prompts(sc.key):
-                    entry["prompts"] = prompts
-                manifest["stages"][sc.key] = entry
-                manifest["prompts"] = _prompts(manifest["stages"])
-                store.save_manifest(manifest)
-                if on_stage:
-                    on_stage(sc.key, entry)
-            if status != "complete":
+            dirty = True  # every later stage runs again: its inputs may change
+            entry = _run_stage(config, i, params[i], fp, store, resources, specs, manifest,
+                               progress_factory)  # fmt: skip
+            if on_stage:
+                on_stage(sc.key, entry)
+            if entry["status"] != "done":
+                status = "stopped_budget" if entry["status"] == "stopped" else entry["status"]
                 break
+    except (Interrupted, KeyboardInterrupt):
+        status = "interrupted"
+        raise
+    except BaseException:
+        status = "failed"
+        raise
     finally:
         resources.close()
+        if status == "complete" and any(
+            e.get("transient_failures") for e in manifest["stages"].values()
+        ):
+            status = "complete_with_failures"
         manifest["status"] = status
         manifest["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
         manifest["wall_s"] = round(time.perf_counter() - t_run, 3)
@@ -268,8 +251,76 @@ def run_pipeline(
         manifest["totals"] = totals(manifest["stages"])
         manifest["budget"] = budget_entry(resources.budget)
         store.save_manifest(manifest)
-    _finalize(config, params, store, resources, specs, manifest)
+        if status in ("interrupted", "failed"):
+            store.unlock()
+    try:
+        _finalize(config, params, store, resources, specs, manifest)
+    finally:
+        store.unlock()
     return RunResult(store.root, manifest, status, manifest["stages"])
+
+
+def _finished(store: Any, key: str, prev: dict[str, Any], fingerprint: str) -> bool:
+    """A stage that needs no re-run: done with the same fingerprint, its files there, and no
+    rows that failed for a transient reason (those are re-attempted by running it again)."""
+    return (
+        prev.get("status") == "done"
+        and prev.get("fingerprint") == fingerprint
+        and not prev.get("transient_failures")
+        and _outputs_exist(store, key, prev)
+    )
+
+
+def _run_stage(
+    config: PipelineConfig,
+    i: int,
+    params: Any,
+    fingerprint: str,
+    store: Any,
+    resources: Resources,
+    specs: list[StageSpec],
+    manifest: dict[str, Any],
+    progress_factory: Callable[[str, int | None], Progress] | None,
+) -> dict[str, Any]:
+    """Run one stage and record it in the manifest (also when it fails or is interrupted)."""
+    sc = config.stages[i]
+    store.clear_stage(sc.key)
+    ctx = _context(config, i, store, resources, specs, progress_factory)
+    t0 = time.perf_counter()
+    entry: dict[str, Any] = {"stage": sc.stage, "fingerprint": fingerprint}
+    try:
+        resolve_stage(sc.stage)(ctx, params)
+        ctx.commit()
+        entry["status"] = "done"
+    except BudgetExceeded as exc:
+        ctx.commit()  # keep everything finished before the budget ran out
+        entry.update(status="stopped", reason=str(exc))
+    except (Interrupted, KeyboardInterrupt):
+        ctx.abort()
+        entry.update(status="interrupted", reason="interrupted; run the same command to resume")
+        raise
+    except BaseException as exc:
+        ctx.abort()
+        entry.update(status="failed", reason=redact(f"{type(exc).__name__}: {exc}")[:500])
+        raise
+    finally:
+        entry.update(ctx.stats.as_dict(), wall_s=round(time.perf_counter() - t0, 3))
+        kinds, replaces = ctx.kinds()
+        entry["kinds"] = kinds
+        if replaces:
+            entry["replaces"] = replaces
+        usage, by_model = resources.stage_usage(sc.key)
+        if usage is not None:
+            entry["usage"], entry["usage_by_model"] = usage, by_model
+            entry["models"] = {r: n for r, n in ctx.models.items() if n in by_model}
+            if judge := self_judged(config, specs[i], manifest["stages"], entry):
+                entry["self_judged"] = judge
+        if prompts := resources.stage_prompts(sc.key):
+            entry["prompts"] = prompts
+        manifest["stages"][sc.key] = entry
+        manifest["prompts"] = _prompts(manifest["stages"])
+        store.save_manifest(manifest)
+    return entry
 
 
 def _prompts(stages: dict[str, dict[str, Any]]) -> dict[str, str]:

@@ -16,13 +16,14 @@ rename), so a run killed with SIGKILL never leaves a half-written file behind.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from fingen.errors import InputError, StoreError
+from fingen.errors import InputError, RunLocked, StoreError
 from fingen.files import JsonlWriter, atomic_write_text, iter_jsonl, safe_join
 
 __all__ = ["JsonlWriter", "RunStore", "atomic_write_text", "iter_jsonl", "safe_join"]
@@ -31,7 +32,12 @@ R = TypeVar("R", bound=BaseModel)
 
 
 class RunStore:
-    """Paths and files of one run directory."""
+    """Paths and files of one run directory.
+
+    A run that writes takes the directory's lock (``lock()``, ``fcntl.flock`` on
+    ``.fingen.lock``, held until ``unlock()`` or the process ends): one writer per run
+    directory. Readers (report, audit, publish) take no lock.
+    """
 
     def __init__(self, run_dir: str | Path) -> None:
         self.root = Path(run_dir)
@@ -43,8 +49,48 @@ class RunStore:
             raise InputError(
                 f"cannot create the run directory: {exc.strerror}", path=str(self.root)
             ) from None
+        self._lock: Any = None
+
+    def lock(self) -> None:
+        """Become the run directory's only writer, then remove a killed run's leftovers.
+
+        Raises:
+            RunLocked: another process writes it.
+            InputError: the directory is not writable.
+        """
+        import fcntl
+
+        path = self.root / ".fingen.lock"
+        try:
+            handle = path.open("a+", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot write here: {exc.strerror}", path=str(self.root)) from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            pid = handle.read().strip()
+            handle.close()
+            raise RunLocked(str(self.root), pid) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock = handle
         for stale in self.root.glob("*.jsonl.tmp"):  # leftovers of a killed run
             stale.unlink(missing_ok=True)
+        probe = self.root / ".fingen.write-test"
+        try:
+            probe.write_text("", encoding="utf-8")
+            probe.unlink()
+        except OSError as exc:
+            self.unlock()
+            raise InputError(f"cannot write here: {exc.strerror}", path=str(self.root)) from None
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the flock
+            self._lock = None
 
     @property
     def manifest_path(self) -> Path:

@@ -297,7 +297,8 @@ def test_mini_pipeline_end_to_end(shared_data: Path, tmp_path: Path) -> None:
     zero_docs = {docs[0].doc_id, docs[1].doc_id, docs[5].doc_id}
     with installed(_model(docs, headlines, passages, zero_docs)) as handler:
         result = run_pipeline(_config(handler, base + rest), run)
-    assert result.status == "complete", result.manifest
+    # the industry reply outside the taxonomy failed to parse: a re-run would re-ask it
+    assert result.status == "complete_with_failures", result.manifest
     st = result.stages
     assert st["ingest"]["resumed"] and st["chunk"]["resumed"]
     for key in ("bottom_up", "titles", "topics", "top_down"):

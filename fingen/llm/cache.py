@@ -85,6 +85,11 @@ class RequestCache:
                 (key, completion.model, body),
             )
 
+    def delete(self, keys: list[str]) -> None:
+        """Forget answers (a reply that failed: a re-run asks again)."""
+        with self._lock:
+            self._db.executemany("DELETE FROM responses WHERE key=?", [(k,) for k in keys])
+
     def __len__(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])

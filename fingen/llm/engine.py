@@ -13,6 +13,7 @@ import contextvars
 import functools
 import threading
 import time
+import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +29,10 @@ from fingen.llm.config import BudgetConfig, LLMConfig, PricesConfig
 from fingen.llm.structured import ParseFailure, parse_model, reask_message, schema_instruction
 from fingen.prompts import localize_schema
 
-__all__ = ["LLMEngine", "StructuredResult", "UsageMeter", "build_engine"]
+__all__ = ["LLMEngine", "StructuredResult", "UsageMeter", "build_engine", "live_stats"]
 
 T = TypeVar("T")
+_ENGINES: weakref.WeakSet[LLMEngine] = weakref.WeakSet()  # open root engines, for live_stats
 _CURRENT_METER: contextvars.ContextVar[UsageMeter | None] = contextvars.ContextVar(
     "fingen_meter", default=None
 )
@@ -120,6 +122,8 @@ class LLMEngine:
         )
         self._in_flight = 0
         self._busy_since = 0.0
+        if _root is None:
+            _ENGINES.add(self)
         self._loop = _loop or _LoopThread()
         self._stage_meters: dict[str, UsageMeter] = {} if _root is None else _root._stage_meters
         self._prompts: dict[str, dict[str, str]] = {} if _root is None else _root._prompts
@@ -239,7 +243,8 @@ class LLMEngine:
         """A reply validated against ``model``; re-asks with the error, at most ``max_reasks``.
 
         Raises StructuredOutputError with reason ``truncated``, ``invalid_json`` or
-        ``schema_mismatch`` and the raw text when the reply still does not fit.
+        ``schema_mismatch`` and the raw text when the reply still does not fit. The failed
+        attempts are not kept in the cache: running again asks again.
         """
         schema, instruction = _schema_of(model, lang)
         messages = list(request.messages)
@@ -247,8 +252,30 @@ class LLMEngine:
             last = messages[-1]
             messages[-1] = {**last, "content": last["content"] + "\n\n" + instruction}
         req = request.model_copy(update={"json_schema": schema, "schema_name": model.__name__})
+        sent: list[ChatRequest] = []
+        try:
+            return await self._structured_attempts(req, messages, model, lang, sent)
+        except StructuredOutputError:
+            self.forget(*sent)
+            raise
+
+    def forget(self, *requests: ChatRequest) -> None:
+        """Drop the cached answers of ``requests`` (failed replies are re-asked next run)."""
+        if self.cache is not None and requests:
+            self.cache.delete([request_key(self.identity, r) for r in requests])
+
+    async def _structured_attempts(
+        self,
+        req: ChatRequest,
+        messages: list[dict[str, str]],
+        model: type[BaseModel],
+        lang: str,
+        sent: list[ChatRequest],
+    ) -> StructuredResult:
+        request = req
         for attempt in range(self.config.max_reasks + 1):
-            completion = await self.chat(req.model_copy(update={"messages": messages}))
+            sent.append(req.model_copy(update={"messages": messages}))
+            completion = await self.chat(sent[-1])
             if completion.finish_reason == "length":
                 raise StructuredOutputError(
                     "truncated",
@@ -301,6 +328,22 @@ class LLMEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def live_stats() -> dict[str, Any]:
+    """What the open engines are doing now: requests in flight, the embedded server's queue
+    and tokens/s, and warnings (e.g. another llama.cpp server on the same cores)."""
+    out: dict[str, Any] = {"in_flight": 0, "queued": 0, "tokens_per_s": 0.0, "warnings": []}
+    for engine in list(_ENGINES):
+        if engine._closed:
+            continue
+        out["in_flight"] += engine._in_flight
+        live = engine.live()
+        out["queued"] += int(live.get("queued", 0))
+        out["tokens_per_s"] += float(live.get("tokens_per_s", 0.0))
+        if warning := getattr(engine.backend, "warning", None):
+            out["warnings"].append(warning)
+    return out
 
 
 def _limits(config: LLMConfig) -> dict[str, Any]:

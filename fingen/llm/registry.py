@@ -8,6 +8,7 @@ from collections.abc import Callable
 from fingen.errors import ConfigError
 from fingen.llm.base import Backend
 from fingen.llm.config import LLMConfig
+from fingen.redact import register_secret_env
 
 __all__ = ["BACKENDS", "check_reachable", "create_backend", "resolve_api_key"]
 
@@ -16,6 +17,7 @@ def resolve_api_key(config: LLMConfig) -> str | None:
     """The API key from the environment variable *named* in the config (never the key itself)."""
     if not config.api_key_env:
         return None
+    register_secret_env(config.api_key_env)  # its value is redacted from every message
     key = os.environ.get(config.api_key_env)
     if not key:
         raise ConfigError(

@@ -141,6 +141,7 @@ async def _run_one(task: LLMTask, item: Any, llm: LLMEngine) -> TaskResult:
             completion = await llm.chat(request)
             reply = completion.text
             if completion.finish_reason == "length" and not task.accept_truncated:
+                llm.forget(request)  # a re-run asks again (e.g. with more max_tokens)
                 return fail("truncated", f"hit max_tokens={request.max_tokens}", completion.text)
         result.completion, result.cached = completion, completion.cached
         for out in task.parse(item, reply, completion):

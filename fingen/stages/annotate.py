@@ -37,6 +37,8 @@ class RoundEndpoint(StageParams):
 
 
 class AnnotateParams(StageParams):
+    file_params = ("path",)
+
     input: str | None = Field("chunk", description="earlier stage whose rows hold the texts")
     path: str | None = Field(None, description="JSONL/json/CSV file of texts instead of input")
     text_field: str = "text"

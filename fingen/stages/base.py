@@ -19,12 +19,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from fingen.errors import ConfigError
 from fingen.records import Failure
+from fingen.redact import redact
 from fingen.run import OutputFile, RunView
 from fingen.store import JsonlWriter, RunStore
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from fingen.llm.tasks import TaskResult
 
 __all__ = [
+    "TRANSIENT_REASONS",
     "Progress",
     "StageContext",
     "StageParams",
@@ -46,12 +48,31 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: Failure reasons a re-run can fix: the stage runs again and re-attempts those rows (the
+#: request cache keeps every request that succeeded, so none is paid twice).
+TRANSIENT_REASONS = frozenset(
+    {"transport_error", "truncated", "invalid_json", "schema_mismatch", "no_verdict"}
+)
 
 
 class StageParams(BaseModel):
-    """Base of every stage's params: unknown keys are errors."""
+    """Base of every stage's params: unknown keys are errors. ``file_params`` names the
+    params (dotted) that are input files, which ``fingen validate`` checks exist."""
 
     model_config = ConfigDict(extra="forbid")
+    file_params: ClassVar[tuple[str, ...]] = ()
+
+    def input_paths(self) -> list[tuple[str, str]]:
+        """``(param, path)`` for every input file the params name."""
+        out: list[tuple[str, str]] = []
+        for dotted in self.file_params:
+            value: Any = self
+            for part in dotted.split("."):
+                value = getattr(value, part, None)
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str) and item:
+                    out.append((dotted, item))
+        return out
 
 
 Role = Literal["generate", "judge", "teach"]
@@ -130,6 +151,9 @@ class StageStats:
             "cached": self.cached,
             "outputs": dict(self.outputs),
             "failures_by_reason": dict(self.failures.most_common()),
+            "transient_failures": sum(
+                n for reason, n in self.failures.items() if reason in TRANSIENT_REASONS
+            ),
             **({"skipped": dict(self.skipped)} if self.skipped else {}),
             **({"extra": self.extra} if self.extra else {}),
         }
@@ -222,8 +246,9 @@ class StageContext:
 
     def fail(self, failure: Failure, *, item: bool = True) -> None:
         """Record a failure: a whole input item (``item=True``) or one rejected row."""
-        if failure.stage != self.key:
-            failure = failure.model_copy(update={"stage": self.key})
+        failure = failure.model_copy(
+            update={"stage": self.key, "detail": redact(failure.detail), "raw": redact(failure.raw)}
+        )
         self.output("failures").write(failure)
         self.stats.failures[failure.reason] += 1
         if item:

@@ -17,6 +17,8 @@ _PRESETS = {"financebench": FINANCEBENCH_FIELDS, "cfbenchmark": CFBENCHMARK_FIEL
 
 
 class IngestParams(StageParams):
+    file_params = ("paths", "join.path")
+
     paths: list[str] = Field(default_factory=list, description="files or directories")
     hf: HFSource | None = Field(None, description="a Hugging Face dataset instead of files")
     preset: Literal["none", "financebench", "cfbenchmark"] = Field(

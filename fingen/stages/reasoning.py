@@ -58,6 +58,8 @@ def _plain(table: Tally) -> dict[str, dict[str, int]]:
 
 # -- qa_source --------------------------------------------------------------------------------
 class QASourceParams(StageParams):
+    file_params = ("path",)
+
     source: Literal["finqa", "tatqa", "convfinqa", "jsonl", "csv", "hf"]
     path: str = Field(description="file, or for hf a hub name / save_to_disk folder")
     name: str | None = Field(None, description="QAItem.source (default: the source type)")
@@ -65,6 +67,9 @@ class QASourceParams(StageParams):
     fields: FieldMapping | None = Field(None, description="column mapping for jsonl/csv/hf")
     limit: int | None = Field(None, ge=1, description="keep at most this many items")
     skip: int = Field(0, ge=0, description="skip this many items first")
+
+    def input_paths(self) -> list[tuple[str, str]]:
+        return [] if self.source == "hf" else super().input_paths()  # hf: a hub name too
 
 
 @stage(QASourceParams, outputs={"": "qa"})
