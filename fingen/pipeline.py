@@ -312,7 +312,7 @@ def _run_stage(
         usage, by_model = resources.stage_usage(sc.key)
         if usage is not None:
             entry["usage"], entry["usage_by_model"] = usage, by_model
-            entry["models"] = {r: n for r, n in ctx.models.items() if n in by_model}
+            entry["models"] = {r: n for r, n in ctx.used_models.items() if n in by_model}
             if judge := self_judged(config, specs[i], manifest["stages"], entry):
                 entry["self_judged"] = judge
         if prompts := resources.stage_prompts(sc.key):

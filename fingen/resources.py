@@ -57,10 +57,12 @@ class Resources:
         if name not in self.engines:
             from fingen.llm.engine import build_engine
 
-            self.engines[name] = build_engine(
-                self.extra_models.get(name) or self.config.model_config_for(name),
-                cache_path=self.store.llm_cache_path,
-                budget=self.budget,
+            config = self.extra_models.get(name) or self.config.model_config_for(name)
+            same = next((e for e in self.engines.values() if _same_backend(e.config, config)), None)
+            self.engines[name] = (
+                same.sibling(config)
+                if same is not None
+                else build_engine(config, cache_path=self.store.llm_cache_path, budget=self.budget)
             )
         return self.engines[name].for_stage(stage_key)
 
@@ -98,8 +100,22 @@ class Resources:
         return out
 
     def close(self) -> None:
-        for engine in self.engines.values():
+        # siblings first: the engine that owns a backend closes it
+        for engine in sorted(
+            self.engines.values(), key=lambda e: getattr(e, "_owner", None) is None
+        ):
             engine.close()
+
+
+_BACKEND_FIELDS = {
+    "backend", "model", "base_url", "api_key_env", "concurrency", "rpm", "tpm", "max_retries",
+    "backoff_s", "timeout_s", "schema_style", "extra_body", "local", "vllm_engine", "fake",
+}  # fmt: skip
+
+
+def _same_backend(a: Any, b: Any) -> bool:
+    """Two model configs that reach the same server or weights the same way."""
+    return bool(a.model_dump(include=_BACKEND_FIELDS) == b.model_dump(include=_BACKEND_FIELDS))
 
 
 def stage_models(config: PipelineConfig, index: int, spec: StageSpec) -> dict[str, str]:

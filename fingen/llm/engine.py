@@ -122,8 +122,6 @@ class LLMEngine:
         )
         self._in_flight = 0
         self._busy_since = 0.0
-        if _root is None:
-            _ENGINES.add(self)
         self._loop = _loop or _LoopThread()
         self._stage_meters: dict[str, UsageMeter] = {} if _root is None else _root._stage_meters
         self._prompts: dict[str, dict[str, str]] = {} if _root is None else _root._prompts
@@ -131,6 +129,8 @@ class LLMEngine:
         self._closed = False
         if hasattr(backend, "on_retry") and _root is None:
             backend.on_retry = self._count_retry  # type: ignore[attr-defined]
+        if _root is None:  # last: live_stats (the progress thread) reads every attribute
+            _ENGINES.add(self)
 
     @property
     def model(self) -> str:
@@ -311,11 +311,24 @@ class LLMEngine:
     def stage_usage(self) -> dict[str, dict[str, float]]:
         return {name: m.snapshot() for name, m in self._root._stage_meters.items()}
 
+    def sibling(self, config: LLMConfig) -> LLMEngine:
+        """Another root engine on this one's backend, loop, cache and budget, with its own
+        settings (sampling, prices) and meters: two named models that are the same server or
+        weights share one connection pool (one embedded llama.cpp server, not two)."""
+        root = LLMEngine(
+            self.backend, config, cache=self.cache, budget=self.budget, _loop=self._loop
+        )
+        root._owner = self
+        return root
+
     def close(self) -> None:
-        """Close connections and the backend (idempotent); views close nothing."""
+        """Close connections and the backend (idempotent); views and siblings close nothing
+        (the engine that owns the backend does)."""
         if self._root is not self or self._closed:
             return
         self._closed = True
+        if getattr(self, "_owner", None) is not None:
+            return
         try:
             self.run(self.backend.aclose())
         finally:
@@ -334,10 +347,14 @@ def live_stats() -> dict[str, Any]:
     """What the open engines are doing now: requests in flight, the embedded server's queue
     and tokens/s, and warnings (e.g. another llama.cpp server on the same cores)."""
     out: dict[str, Any] = {"in_flight": 0, "queued": 0, "tokens_per_s": 0.0, "warnings": []}
+    seen: set[int] = set()
     for engine in list(_ENGINES):
         if engine._closed:
             continue
         out["in_flight"] += engine._in_flight
+        if id(engine.backend) in seen:  # siblings share one backend
+            continue
+        seen.add(id(engine.backend))
         live = engine.live()
         out["queued"] += int(live.get("queued", 0))
         out["tokens_per_s"] += float(live.get("tokens_per_s", 0.0))
