@@ -4,7 +4,8 @@ Documents linked by a query (a topic query needs several documents) form one gro
 group's split is drawn from a hash of its smallest document id and the seed, so the same
 run always gives the same splits and adding documents moves no other document. A query's
 split is its documents' split. When a split is asked for (``dev > 0``) but the draw left it
-empty, the group whose hash is closest moves there, so small runs still get a dev set.
+empty, the group whose hash is closest moves there, so small runs still get a dev set; train
+always keeps at least one group.
 
 Example::
 
@@ -100,6 +101,8 @@ def assign_splits(
     roots = sorted({groups.find(d) for d in groups.parent})
     draws = {r: _draw(r, config.seed) for r in roots}
     split = {r: key_split(r, config) for r in roots}
+    if roots and "train" not in split.values():  # there is always something to train on
+        split[max(roots, key=lambda r: draws[r])] = "train"
     for name, share, lo in (("test", config.test, 0.0), ("dev", config.dev, config.test)):
         if share > 0 and len(roots) > 1 and name not in split.values():
             movable = [r for r in roots if split[r] == "train"]
