@@ -246,3 +246,42 @@ def test_title_helpers() -> None:
     assert clean_title('"3M Q4 2018: margins recover."\nmore') == "3M Q4 2018: margins recover"
     doc = Document(doc_id="d", text="　　事件：公司发布提价公告。提价幅度在6%以上。", lang="zh")
     assert lead_title(doc) == "事件：公司发布提价公告"
+
+
+def test_fin_topicmodel_settings_reach_bertopic(
+    en_titles: list[str], embedder, monkeypatch
+) -> None:
+    """UMAP/HDBSCAN settings of the topics params are the ones BERTopic gets, and outliers are
+    reduced with the notebook's call: reduce_outliers(docs, topics, threshold=0.4)."""
+    pytest.importorskip("bertopic")
+    from bertopic import BERTopic
+
+    from fingen.retrieval import topics as topics_module
+    from fingen.retrieval.clusters import TopicOptions, cluster_documents
+    from fingen.retrieval.topics import HdbscanSettings, UmapSettings
+
+    built, reduce_calls = [], []
+    real_build, real_reduce = topics_module.build_bertopic, BERTopic.reduce_outliers
+
+    def spy_build(*args, **kwargs):
+        built.append(real_build(*args, **kwargs))
+        return built[-1]
+
+    def spy_reduce(self, docs, topics, **kwargs):
+        reduce_calls.append(kwargs)
+        return real_reduce(self, docs, topics, **kwargs)
+
+    monkeypatch.setattr(topics_module, "build_bertopic", spy_build)
+    monkeypatch.setattr(BERTopic, "reduce_outliers", spy_reduce)
+    docs = [Document(doc_id=f"d{i}", title=t, text=t) for i, t in enumerate(en_titles[:60])]
+    options = TopicOptions(
+        by=("topic",), method="bertopic", umap=UmapSettings(n_neighbors=7, n_components=5),
+        hdbscan=HdbscanSettings(min_cluster_size=3, min_samples=2), outlier_threshold=0.4,
+    )  # fmt: skip
+    result = cluster_documents(docs, embedder=embedder, options=options)
+    (model,) = built
+    assert (model.umap_model.n_neighbors, model.umap_model.n_components) == (7, 5)
+    assert model.umap_model.min_dist == 0.0 and model.umap_model.metric == "cosine"
+    assert (model.hdbscan_model.min_cluster_size, model.hdbscan_model.min_samples) == (3, 2)
+    assert reduce_calls and all(call == {"threshold": 0.4} for call in reduce_calls)
+    assert result.stats["method"] == "bertopic"
