@@ -233,7 +233,8 @@ def test_full_retrieval_pipeline_on_the_fake_backend(tmp_path: Path) -> None:
         {"stage": "export_retrieval", "params": {"ntuple_negatives": 2}},
         {"stage": "evaluate", "params": {"bm25": True}},
     ]
-    result = run(tmp_path, stages, handler=retrieval_model(table), embedder="minilm")
+    result = run(tmp_path, stages, handler=retrieval_model(table), embedder="minilm",
+                 split={"dev": 0.5, "seed": 0})  # fmt: skip
     assert result.status == "complete", result.stages
     run_dir = tmp_path / "run"
     assert len(read(run_dir, "chunk")) == sum(len(s) for _, s in DOCS.values())
@@ -259,6 +260,9 @@ def test_full_retrieval_pipeline_on_the_fake_backend(tmp_path: Path) -> None:
     retrievers = {r["retriever"] for r in rows}
     assert retrievers == {"bm25", "minilm"}
     report = json.loads((run_dir / "evaluate.report.json").read_text())
+    # scored on the dev split, and the report names the embedder that mined the labels
+    assert report["split"] == "dev" and report["mining_embedder"] == "minilm"
+    assert "mined" in report["note"] and "optimistic" in report["note"]
     assert report["results"]["minilm"]["sentence_level"]["ndcg@10"] > 0.5
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert "relevance_judge.en.jinja" in manifest["prompts"]
