@@ -192,7 +192,12 @@ def run_pipeline(
         raise ConfigError("folder not found", where=f"prompts_dir: {config.prompts_dir}")
     set_prompt_dir(prompts_dir)
     prompts_digest = templates_digest()
-    previous_manifest = store.load_manifest()
+    store.lock()  # before reading: another run may finish between a read and the lock
+    try:
+        previous_manifest = store.load_manifest()
+    except BaseException:
+        store.unlock()
+        raise
     previous = previous_manifest.get("stages", {})
     manifest: dict[str, Any] = {
         "pipeline": config.name,
@@ -209,7 +214,6 @@ def run_pipeline(
         "stages": {k: {**e, "earlier": True} for k, e in previous.items()
                    if k not in {sc.key for sc in config.stages}},
     }  # fmt: skip
-    store.lock()
     resources = Resources(config, store, carried_budget(config, previous_manifest))
     fingerprints: list[str] = []
     status, dirty = "complete", False

@@ -1,14 +1,16 @@
 """One redaction for everything fingen writes or prints: secrets never leave the process.
 
 ``redact(text)`` removes URL userinfo (``http://user:secret@host``), ``Authorization``
-header values and bearer tokens, and the values of every secret fingen knows of: the
-variables named by ``api_key_env`` settings (registered with ``register_secret_env``) and
-the usual token variables (``HF_TOKEN``, ``HUGGING_FACE_HUB_TOKEN``, ``OPENAI_API_KEY``).
-``redacted_config`` does the same for a config (secret-looking keys are blanked too).
+header values, bearer tokens and Basic credentials, and the values of every secret fingen
+knows of: the variables named by ``api_key_env`` settings (registered with
+``register_secret_env``) and the usual token variables (``HF_TOKEN``,
+``HUGGING_FACE_HUB_TOKEN``, ``OPENAI_API_KEY``). ``redacted_config`` does the same for a
+config (secret-looking keys are blanked too).
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import threading
@@ -21,8 +23,9 @@ _DEFAULT_ENVS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY")
 _SECRET_KEYS = {"api_key", "apikey", "token", "hf_token", "password", "secret", "authorization"}
 _SECRET_SUFFIXES = ("_api_key", "_secret", "_password", "_token")
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
-_AUTH = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(bearer\s+)?[^\s'\",}]+")
+_AUTH = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)((?:bearer|basic)\s+)?[^\s'\",}]+")
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}")
+_BASIC = re.compile(r"(?i)\bbasic\s+([A-Za-z0-9+/]{4,}={0,2})")
 _lock = threading.Lock()
 _envs: set[str] = set(_DEFAULT_ENVS)
 
@@ -41,6 +44,15 @@ def _secret_values() -> list[str]:
     return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
 
 
+def _basic(match: re.Match[str]) -> str:
+    """``Basic <base64 of user:password>`` (a Basic credential) without the credential."""
+    try:
+        decoded = base64.b64decode(match.group(1), validate=True).decode("utf-8")
+    except ValueError:
+        return match.group(0)
+    return f"Basic {REDACTED}" if ":" in decoded else match.group(0)
+
+
 def redact(text: str) -> str:
     """``text`` without URL credentials, authorization values and known secret values."""
     if not text:
@@ -48,6 +60,7 @@ def redact(text: str) -> str:
     out = _USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
     out = _AUTH.sub(lambda m: f"{m.group(1)}{REDACTED}", out)
     out = _BEARER.sub(f"Bearer {REDACTED}", out)
+    out = _BASIC.sub(_basic, out)
     for value in _secret_values():
         out = out.replace(value, REDACTED)
     return out

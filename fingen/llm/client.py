@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -42,6 +43,17 @@ def response_format_for(style: SchemaStyle, name: str, schema: dict[str, Any]) -
     return None
 
 
+def _split_userinfo(url: str) -> tuple[str, aiohttp.BasicAuth | None]:
+    """``url`` without ``user:password@``, and those credentials (None when there are none)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    auth = aiohttp.BasicAuth(unquote(user), unquote(password))
+    return urlunsplit(parts._replace(netloc=host)), auth
+
+
 def _retry_after(headers: Any) -> float | None:
     value = headers.get("Retry-After") or headers.get("retry-after")
     if not value:
@@ -71,13 +83,18 @@ class OpenAICompatBackend:
         extra_body: dict[str, Any] | None = None,
         on_retry: Callable[[], None] | None = None,
     ) -> None:
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        url, basic = _split_userinfo(base_url.rstrip("/"))
+        self.url = url + "/chat/completions"
         self.model = model
         self.identity = f"openai:{base_url.rstrip('/')}:{model}"
         self.schema_style: SchemaStyle = schema_style
         self._headers = {"Content-Type": "application/json"}
+        # Credentials in the URL (http://user:pass@host) become a Basic header; an API key
+        # wins (aiohttp refuses a request with both, and messages name the URL without them).
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        elif basic is not None:
+            self._headers["Authorization"] = basic.encode()
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.backoff_s = backoff_s

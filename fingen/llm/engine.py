@@ -330,6 +330,7 @@ class LLMEngine:
         if getattr(self, "_owner", None) is not None:
             return
         try:
+            self.run(_cancel_leftovers())
             self.run(self.backend.aclose())
         finally:
             self._loop.stop()
@@ -341,6 +342,17 @@ class LLMEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def _cancel_leftovers(timeout_s: float = 5.0) -> None:
+    """Cancel what a stopped stage left running on the loop (an interrupted ``run_task``)
+    and let it unwind while the loop runs: no task is destroyed pending at exit."""
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout_s)
 
 
 def live_stats() -> dict[str, Any]:
