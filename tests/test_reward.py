@@ -77,3 +77,26 @@ def test_accuracy_reward_uses_the_strict_number_rule() -> None:
     rewards = accuracy_reward(["<answer>0.000011</answer>", "<answer>11.5</answer>"],
                               answer=["0.00001", "12"])  # fmt: skip
     assert rewards == [0.0, 1.0]  # 10 % off; within half a unit of the gold's precision
+
+
+def test_trl_keyword_call_with_reasoning_split_off_by_a_response_parser() -> None:
+    """GRPOTrainer calls reward(prompts=, completions=, completion_ids=, **columns, trainer_state=,
+    log_extra=, log_metric=); a thinking model's parsed completion keeps its reasoning apart."""
+    parsed = [{"role": "assistant", "reasoning_content": "5829 - 5735 = 94",
+               "content": "<answer>\\boxed{94}</answer>"}]  # fmt: skip
+    plain = chat("<think>\nx\n</think>\n<answer>94</answer>")
+    trl_extras = {"prompts": [[{"role": "user", "content": "Q"}]] * 3, "completion_ids": [[1]] * 3,
+                  "trainer_state": None, "log_extra": None, "log_metric": None}  # fmt: skip
+    completions = [parsed, plain, chat("94")]
+    assert format_reward(completions=completions, answer=["94"] * 3, **trl_extras) == [
+        1.0,
+        1.0,
+        0.0,
+    ]
+    rewards = accuracy_reward(completions=completions, answer=["94"] * 3, answer_type=["number"] * 3,
+                              scale=[""] * 3, **trl_extras)  # fmt: skip
+    assert rewards == [1.0, 1.0, 0.0]
+    assert (
+        completion_text(parsed)
+        == "<think>\n5829 - 5735 = 94\n</think>\n<answer>\\boxed{94}</answer>"
+    )

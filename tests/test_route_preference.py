@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from fingen.reasoning.preference import (
     repetition_rate,
 )
 from fingen.reasoning.reward import accuracy_reward, format_reward
-from fingen.reasoning.route import format_completion, route_item
+from fingen.reasoning.route import ANSWER_FORMAT, format_completion, qa_prompt, route_item
 from fingen.records import CoTSample, DPORecord, QAItem, RLRecord, SFTRecord
 from fingen.store import iter_jsonl
 from tests.llm_handlers import installed, last_user, refuse, reply, truncated
@@ -119,12 +120,15 @@ def test_both_rounds_passed_goes_to_sft_else_rl(run: Any) -> None:
     rl = list(iter_jsonl(run.run_dir / "route.rl.jsonl", RLRecord))
     assert len(sft) == 1
     user, assistant = sft[0].messages
-    assert user["role"] == "user" and user["content"].endswith(f"Question: {Q_NUM}")
+    # Fin-R1's prompt: context, question, then the <think>/<answer> instruction
+    assert user["role"] == "user"
+    assert user["content"] == f"volume 5829 / 5735\n\nQuestion: {Q_NUM}\n\n{ANSWER_FORMAT['en']}"
     assert assistant["content"].startswith("<think>\nStep 1: payments volume was 5829")
     assert "</think>\n<answer>\nSo the change is \\boxed{94}.\n</answer>" in assistant["content"]
-    assert {(r.answer, r.prompt.rsplit("Question: ", 1)[1]) for r in rl} == {
+    assert {(r.answer, r.prompt.split("Question: ")[1].split("\n\n")[0]) for r in rl} == {
         ("yes", Q_YES), ("higher input costs", Q_TEXT),
     }  # fmt: skip
+    assert all(r.prompt.endswith(ANSWER_FORMAT["en"]) for r in rl)
     reasons = run.stages["route"]["extra"]["per_source"]["demo"]
     assert reasons == {"sft": 1, "low_quality": 1, "incorrect": 1}
 
@@ -154,15 +158,52 @@ def test_dpo_pairs_reject_wrong_overlong_and_repetitive_samples(run: Any) -> Non
     assert extra["rejected_by"] == {"overlong": 1, "repetitive": 1, "wrong": 1}
 
 
-def test_exports_carry_rl_answer_types(run: Any) -> None:
-    rows = [
-        json.loads(x) for x in (run.run_dir / "exports/training/rl.jsonl").read_text().splitlines()
-    ]
+def _exported(run_dir: Path, kind: str) -> dict[str, list[dict[str, Any]]]:
+    """split -> rows of exports/training/<kind>/<split>.jsonl"""
+    return {
+        p.stem: [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines()]
+        for p in sorted((run_dir / "exports/training" / kind).glob("*.jsonl"))
+    }
+
+
+def test_exports_are_conversational_split_and_carry_rl_answer_types(run: Any) -> None:
+    exported = {kind: _exported(run.run_dir, kind) for kind in ("sft", "dpo", "rl")}
+    rows = [r for part in exported["rl"].values() for r in part]
     assert {(r["answer"], r["answer_type"]) for r in rows} == {
         ("yes", "yes_no"), ("higher input costs", "text"),
     }  # fmt: skip
-    assert (run.run_dir / "exports/training/dpo.parquet").is_file()
-    assert (run.run_dir / "exports/training/sft.parquet").is_file()
+    assert all(r["prompt"][0]["role"] == "user" and len(r["prompt"]) == 1 for r in rows)
+    dpo = [r for part in exported["dpo"].values() for r in part]
+    assert [m["role"] for r in dpo for m in r["prompt"] + r["chosen"] + r["rejected"]] == [
+        "user", "assistant", "assistant",
+    ] * 3  # fmt: skip
+    # three items without a known document: split by item, and a small run still gets a dev
+    split_of: dict[str, set[str]] = {}
+    for part in exported.values():
+        for split, part_rows in part.items():
+            for r in part_rows:
+                split_of.setdefault(r["qa_id"], set()).add(split)
+    assert len(split_of) == 3 and all(len(s) == 1 for s in split_of.values())
+    assert sorted(s for v in split_of.values() for s in v).count("dev") == 1
+    extra = run.stages["export_training"]["extra"]
+    assert extra["split"]["groups"] == 3 and extra["split"]["by_document"] == 0
+    assert extra["token_lengths"]["counted_with"] == "characters/4 (no tokenizer named)"
+    assert extra["token_lengths"]["sft"]["rows"] == 1 and extra["token_lengths"]["dpo"]["rows"] == 3
+    for kind, info in extra["exports"].items():
+        for files in info["files"].values():
+            assert all((run.run_dir / f).is_file() for f in files.values()), kind
+
+
+def test_prompts_ask_for_think_and_answer_in_the_runs_language() -> None:
+    item = QAItem(qa_id="q", question="利润增长了吗？", context="利润 120 / 100", gold_answer="是")
+    zh = qa_prompt(item, "zh")
+    assert zh == f"利润 120 / 100\n\n问题：利润增长了吗？\n\n{ANSWER_FORMAT['zh']}"
+    words = set(re.findall(r"[A-Za-z]+", ANSWER_FORMAT["zh"]))
+    assert words == {"think", "answer", "boxed"}  # only the literal tags and the answer command
+    assert qa_prompt(item, "zh", instruction=False) == "利润 120 / 100\n\n问题：利润增长了吗？"
+    for text in ANSWER_FORMAT.values():
+        shape = text[text.index("<think>") :]
+        assert format_reward([shape.replace("...", "x")]) == [1.0]  # the shape format_reward wants
 
 
 # -- pure functions -----------------------------------------------------------------------------
@@ -244,7 +285,9 @@ def test_shipped_pipelines_run_on_real_data_with_the_fake_backend(
     assert result.stages["distill"]["inputs"] == 6
     for key, entry in result.stages.items():
         assert entry["inputs"] == entry["succeeded"] + entry["failed"], key
-    assert (tmp_path / "exports/training/rl.jsonl").is_file()  # the fake teacher is always wrong
+    assert list((tmp_path / "exports/training/rl").glob("*.jsonl"))  # the teacher is always wrong
+    split = result.stages["export_training"]["extra"]["split"]
+    assert split["groups"] == split["by_document"] > 0  # FinQA filings / TAT-QA tables
 
 
 def test_a_failed_judge_keeps_the_sample_undecided_and_counts_the_failure(tmp_path: Path) -> None:

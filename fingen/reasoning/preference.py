@@ -11,6 +11,9 @@ another sample of the item that is
 
 ``DPORecord.rejected_reason`` says why, e.g. ``"overlong:length, wrong"`` (first = main
 reason). Up to ``max_pairs`` pairs per item, overlong first, then repetitive, then wrong.
+The prompt is the SFT one (:func:`fingen.reasoning.route.qa_prompt`: context, question and
+the ``<think>…</think><answer>…</answer>`` instruction); answers are formatted like the SFT
+target (a cut-off one stays open).
 """
 
 from __future__ import annotations

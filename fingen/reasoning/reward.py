@@ -8,7 +8,8 @@ No model or heavy package is imported here::
     GRPOTrainer(model, reward_funcs=[format_reward, accuracy_reward], train_dataset=ds, ...)
 
 where ``ds`` has a ``prompt`` column, an ``answer`` column and optionally ``answer_type`` and
-``scale`` columns.
+``scale`` columns: fingen's RL export (``exports/training/rl``), whose prompt is one user
+message asking for ``<think>…</think>`` then ``<answer>…</answer>``.
 """
 
 from __future__ import annotations
@@ -31,13 +32,22 @@ FORMAT_PATTERN = re.compile(
 
 
 def completion_text(completion: Any) -> str:
-    """The text of one completion: a string, a message dict, or a list of messages."""
+    """The text of one completion: a string, a message dict, or a list of messages.
+
+    A message whose reasoning a tokenizer's response parser split off (``reasoning_content``
+    or ``thinking``, as TRL's ``parse_response`` does for thinking models) gets it back as
+    ``<think>\\n…\\n</think>\\n`` before its content.
+    """
     if completion is None:
         return ""
     if isinstance(completion, str):
         return completion
     if isinstance(completion, dict):
-        return str(completion.get("content") or "")
+        content = str(completion.get("content") or "")
+        thought = completion.get("reasoning_content") or completion.get("thinking")
+        if isinstance(thought, str) and thought.strip() and "<think>" not in content:
+            return f"<think>\n{thought.strip()}\n</think>\n{content}"
+        return content
     if isinstance(completion, Sequence):
         return "".join(
             completion_text(m)

@@ -2,10 +2,14 @@
 
 A sample passes when its answer is verified correct (round 1), its reasoning passed the judge
 (round 2; ``quality``) and it was not cut off by ``max_tokens``. An item with a passing sample
-gives up to ``sft_per_item`` SFT records ``[user: question(+context), assistant:
+gives up to ``sft_per_item`` SFT records ``[user: prompt, assistant:
 "<think>…</think>\\n<answer>…</answer>"]``; an item without one gives one RL record
 ``(prompt, gold answer)`` and a reason: ``no_samples``, ``incorrect``, ``undecided`` (the
 answer check could not decide), ``low_quality`` or ``unjudged`` (no round-2 score).
+
+The prompt (:func:`qa_prompt`, also DPO's) is the context, the question and Fin-R1's
+instruction to answer as ``<think>…</think>`` then ``<answer>…</answer>``, in the run's
+language: the format the SFT targets have and ``fingen.reasoning.reward.format_reward`` checks.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from fingen.reasoning.extract import split_reasoning
 from fingen.records import CoTSample, QAItem, RLRecord, SFTRecord
 
 __all__ = [
+    "ANSWER_FORMAT",
     "ROUTE_REASONS",
     "Routed",
     "format_completion",
@@ -30,13 +35,22 @@ __all__ = [
 
 ROUTE_REASONS = ("sft", "no_samples", "incorrect", "undecided", "low_quality", "unjudged")
 _QUESTION = {"en": "Question: ", "zh": "问题："}
+_SHAPE = "<think>\n...\n</think>\n<answer>\n...\n</answer>"
+#: Fin-R1's instruction for the trained model (SFT / DPO / RL prompts), by language.
+ANSWER_FORMAT = {
+    "en": "First think the problem through step by step, then give the final answer "
+    f"(within \\boxed{{}}). Respond in the following format:\n{_SHAPE}",
+    "zh": f"请先逐步思考，再给出最终答案（写在 \\boxed{{}} 中）。请按以下格式回答：\n{_SHAPE}",
+}
 
 
-def qa_prompt(item: QAItem, lang: str = "en") -> str:
-    """The training prompt of an item: its context (if any), then the question."""
-    question = _QUESTION.get(lang, _QUESTION["en"]) + item.question.strip()
-    context = item.context.strip()
-    return f"{context}\n\n{question}" if context else question
+def qa_prompt(item: QAItem, lang: str = "en", *, instruction: bool = True) -> str:
+    """The training prompt of an item: its context (if any), the question, then (with
+    ``instruction``) Fin-R1's ``<think>…</think><answer>…</answer>`` instruction."""
+    parts = [item.context.strip(), _QUESTION.get(lang, _QUESTION["en"]) + item.question.strip()]
+    if instruction:
+        parts.append(ANSWER_FORMAT.get(lang, ANSWER_FORMAT["en"]))
+    return "\n\n".join(p for p in parts if p)
 
 
 def format_completion(sample: CoTSample) -> str:
