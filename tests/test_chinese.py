@@ -468,14 +468,16 @@ def test_zh_cot_pipeline_distills_verifies_judges_and_exports(tmp_path: Path) ->
     assert "judge:low_repetition:1: 该项标准已满足。" in judged[("q1", 0)].reasons
 
     out = run_dir / "exports" / "training"
-    sft, dpo, rl = (_rows(out / f"{k}.jsonl") for k in ("sft", "dpo", "rl"))
+    sft, dpo, rl = ([r for p in sorted((out / k).glob("*.jsonl")) for r in _rows(p)]
+                    for k in ("sft", "dpo", "rl"))  # fmt: skip
     assert len(sft) == 3 and len(rl) == 1 and dpo
     for row in sft:
         user = next(m["content"] for m in row["messages"] if m["role"] == "user")
         assert "问题：" in user and english(user) == []
         assert "\\boxed{" in row["messages"][-1]["content"]
-    assert len(rl) == 1 and "市盈率" in rl[0]["prompt"] and rl[0]["answer"] == "20"
-    assert all("\\boxed{" in r["chosen"] and "问题：" in r["prompt"] for r in dpo)
+    assert len(rl) == 1 and "市盈率" in rl[0]["prompt"][0]["content"] and rl[0]["answer"] == "20"
+    assert all("\\boxed{" in r["chosen"][0]["content"] and "问题：" in r["prompt"][0]["content"]
+               for r in dpo)  # fmt: skip
     assert _outputs(manifest, "preference") == len(dpo)
 
 
