@@ -8,11 +8,12 @@ BEIR layout::
     qrels/<name>_graded.tsv  the same labels with their 0-2 grade, verified negatives (0) too
 
 ``<name>`` is every file of ``fingen.labels.label_files``: the levels, their ``_extended``
-versions (with mined labels), ``all``, and the splits (``train``, ``dev``, ``test``) so
-``GenericDataLoader(folder).load(split="dev")`` works. What is a positive is decided by one
-``RelevanceRule`` (``relevance.min_positive``). Training views (sentence-transformers,
-FlagEmbedding) are written per split and never use a passage of another split's documents.
-Exporters never call a model: hard negatives come from the ``hard_negatives`` stage.
+versions (with mined labels), ``all``, and the splits (``train``, ``dev``, ``test``; a split
+without labels gets no file) so ``GenericDataLoader(folder).load(split="dev")`` works. What
+is a positive is decided by one ``RelevanceRule`` (``relevance.min_positive``). Training
+views (sentence-transformers, FlagEmbedding) are written per split and never use a passage of
+another split's documents. Exporters never call a model: hard negatives come from the
+``hard_negatives`` stage.
 """
 
 from __future__ import annotations
@@ -114,9 +115,11 @@ def write_beir(
 ) -> dict[str, int]:
     """Write a BEIR directory (replacing ``out_dir`` atomically); returns row counts per file.
 
-    ``splits`` maps query ids to split names; every name in ``split_names`` gets its qrels
-    files even when empty. Labels of unknown queries or passages are left out and counted
-    under ``"dangling"``.
+    ``splits`` maps query ids to split names; every name in ``split_names`` is counted even
+    when empty, but a split's qrels file is written only when it has rows: beir's
+    ``GenericDataLoader.load(split=...)`` fails on a header-only file (``IndexError``), and
+    on a missing one says the file is not present. Level files are always written. Labels of
+    unknown queries or passages are left out and counted under ``"dangling"``.
     """
     out = Path(out_dir)
     tmp = _atomic_dir(out)
@@ -144,9 +147,11 @@ def write_beir(
     counts["dangling"] = len(labels) - len(kept)
     binary = beir_qrels(queries, kept, rule=rule, splits=splits)
     graded = beir_qrels(queries, kept, rule=rule, splits=splits, graded=True)
+    split_files = {*split_names, *(splits or {}).values()}
     for name in [*split_names, *binary]:
-        _write_tsv(tmp / "qrels" / f"{name}.tsv", binary.get(name, []))
-        _write_tsv(tmp / "qrels" / f"{name}_graded.tsv", graded.get(name, []))
+        for file, rows in ((name, binary.get(name, [])), (f"{name}_graded", graded.get(name, []))):
+            if rows or name not in split_files:
+                _write_tsv(tmp / "qrels" / f"{file}.tsv", rows)
         counts[f"qrels/{name}"] = len(binary.get(name, []))
     _swap(tmp, out)
     return counts
