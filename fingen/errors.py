@@ -147,8 +147,8 @@ class BudgetExceeded(LLMError):
     def __init__(self, what: str, used: float, limit: float) -> None:
         self.what, self.used, self.limit = what, used, limit
         key = "max_tokens" if what == "tokens" else "max_cost"
-        spent = f"{used:,.0f} tokens" if what == "tokens" else f"${used:.4f}"
-        limit_s = f"{limit:,.0f}" if what == "tokens" else f"${limit:.4f}"
+        spent = f"{used:.0f} tokens" if what == "tokens" else f"${used:.4f}"
+        limit_s = f"{limit:.0f}" if what == "tokens" else f"{limit:g}"
         super().__init__(
             f"budget reached: spent {spent} of llm.budget.{key}={limit_s} (the next request "
             f"would pass it); raise it with --set llm.budget.{key}=N and run the same command "

@@ -4,8 +4,8 @@ Each request reserves its worst case (estimated prompt tokens + ``max_tokens``, 
 it is sent and settles the actual usage when it returns, so concurrent requests cannot
 overshoot the limit together: a request that would not fit is refused. What a run can spend
 beyond its limit is bounded by how far prompts exceed their estimate (Chinese text is
-counted one token per character, other text one per 4 characters), at most one request per
-connection in flight. The spent amounts carry over between invocations on the same run
+counted one token per character, other text one per 4 characters), summed over the requests
+holding a reservation at once (at most the task window, 2 x concurrency). The spent amounts carry over between invocations on the same run
 directory (``spent_tokens`` / ``spent_cost`` at construction).
 """
 
