@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[local,topics,faiss,dev]'
+	$(PY) -m pip install --quiet -e '.[local,topics,faiss,dev,train,ray]'
 	touch $@
 
 .PHONY: install demo test lint bench

@@ -74,7 +74,7 @@ class InputError(UserError):
 class MissingExtraError(UserError):
     """An optional dependency is needed; the message says which extra installs it."""
 
-    EXTRAS = frozenset({"local", "topics", "faiss", "vllm", "ray", "dev"})
+    EXTRAS = frozenset({"local", "topics", "faiss", "vllm", "ray", "dev", "train"})
 
     def __init__(self, package: str, extra: str, purpose: str) -> None:
         self.package, self.extra = package, extra
