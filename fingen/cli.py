@@ -169,26 +169,103 @@ def eval_(
     ],
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", "-m", help="Embedder: minilm, e5 or a path (repeatable)."),
+        typer.Option(
+            "--model",
+            "-m",
+            help="Embedder: minilm, e5 or a path (repeatable; the first is the reference).",
+        ),
     ] = None,
     bm25: Annotated[
         bool, typer.Option("--bm25/--no-bm25", help="Include BM25 (bm25s; jieba for zh).")
     ] = True,
+    split: Annotated[
+        str | None,
+        typer.Option(help="Score only this split's queries (dev, test, train; fingen exports)."),
+    ] = None,
     lang: Annotated[
         Literal["en", "zh"], typer.Option(help="Corpus language for BM25 tokenization.")
     ] = "en",
+    resamples: Annotated[
+        int, typer.Option(min=100, help="Bootstrap resamples for the 95% intervals.")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap resampling.")] = 0,
     out: Annotated[
         Path | None, typer.Option(help="JSON file (default: eval.json in the run directory).")
     ] = None,
 ) -> None:
-    """nDCG@10, Recall@10/100 and MRR@10 per query level and overall."""
+    """nDCG@10, Recall@10/100 and MRR@10 per query level and overall, for several models
+    on the same BEIR folder; each is compared with the first --model (paired bootstrap 95%
+    interval of the per-query differences)."""
     from fingen.console import console
     from fingen.retrieval.evaluate import print_report
     from fingen.runs import evaluate
 
-    report_ = evaluate(beir_dir, model or [], bm25, lang, out)
+    report_ = evaluate(
+        beir_dir, model or [], bm25, lang, out, split=split, resamples=resamples, seed=seed
+    )
     print_report(report_, console)
     console.print(f"metrics: [bold]{report_['written_to']}[/]")
+
+
+@app.command()
+def train(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory (or its exports folder) with retrieval exports.")
+    ],
+    base: Annotated[
+        str, typer.Option(help="Model to fine-tune: minilm, e5 or a sentence-transformers path.")
+    ] = "minilm",
+    epochs: Annotated[float, typer.Option(min=0.01, help="Passes over the train split.")] = 1.0,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate.")] = 2e-5,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Rows per batch (in-batch negatives).")
+    ] = 32,
+    hard_negatives: Annotated[
+        int | None,
+        typer.Option(min=0, help="Hard negatives per row (default: the export's n-tuple width)."),
+    ] = None,
+    cached: Annotated[
+        bool, typer.Option(help="CachedMultipleNegativesRankingLoss (large batches, less memory).")
+    ] = False,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many steps.")
+    ] = None,
+    eval_steps: Annotated[
+        int | None, typer.Option(min=1, help="Also evaluate on the dev split every N steps.")
+    ] = None,
+    instruction: Annotated[
+        str | None, typer.Option(help="Query prompt (default: the run's export instruction).")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda when available).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of shuffling and initialization.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Model folder (default: RUN_DIR/models/<base>-ft)."),
+    ] = None,
+) -> None:
+    """Fine-tune a bi-encoder on the run's train split (MultipleNegativesRankingLoss with the
+    run's verified hard negatives, no duplicate texts in a batch) and compare it with the
+    base model on the dev split. Writes a sentence-transformers model folder and
+    train_info.json."""
+    from fingen.console import console
+    from fingen.train import TrainOptions, train_embedder
+
+    options = TrainOptions(
+        epochs=epochs, lr=lr, batch_size=batch_size, hard_negatives=hard_negatives,
+        cached=cached, max_steps=max_steps, eval_steps=eval_steps, instruction=instruction,
+        device=device, seed=seed,
+    )  # fmt: skip
+    result = train_embedder(run_dir, base=base, out=out, options=options)
+    info = result.info
+    console.print(
+        f"trained {info['base']} on {info['rows']['total']} rows, {info['steps']} steps, "
+        f"{info['time_s']['train']} s ({info['device']})"
+    )
+    for line in result.summary_lines():
+        console.print(line)
+    console.print(f"model: [bold]{result.model_dir}[/]  (train_info.json inside)")
 
 
 @app.command()

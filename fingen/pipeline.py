@@ -63,6 +63,7 @@ STAGES: dict[str, str] = {
     "hard_negatives": "fingen.stages.relevance:hard_negatives",
     "export_retrieval": "fingen.stages.export_retrieval:export_retrieval",
     "evaluate": "fingen.stages.export_retrieval:evaluate",
+    "train": "fingen.stages.train:train",
     "qa_source": "fingen.stages.reasoning:qa_source",
     "synthesize": "fingen.stages.reasoning:synthesize",
     "distill": "fingen.stages.reasoning:distill",

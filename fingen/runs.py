@@ -28,20 +28,50 @@ def run_config(run_dir: Path, overrides: list[str] | None = None) -> PipelineCon
 
 
 def evaluate(
-    beir_dir: Path, models: list[str], bm25: bool, lang: str, out: Path | None
+    beir_dir: Path,
+    models: list[str],
+    bm25: bool,
+    lang: str,
+    out: Path | None,
+    *,
+    split: str | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """``fingen eval``: metrics per level for BM25 and embedders; JSON written to ``out``."""
-    from fingen.retrieval.evaluate import evaluate_beir
+    """``fingen eval``: metrics per level for BM25 and embedders on one BEIR folder; with
+    two retrievers or more, every one is compared with the first model (or BM25 when no
+    model is given) by a paired bootstrap 95% interval of the per-query differences
+    (``resamples`` draws, ``seed``). JSON (without the per-query values) written to ``out``.
+
+    ``split`` scores only the queries of that split (``split`` field of ``queries.jsonl``,
+    as fingen's exports write it); any BEIR folder works without it.
+    """
+    from fingen.retrieval.evaluate import compare_to_reference, evaluate_beir
 
     if not (beir_dir / "corpus.jsonl").is_file():
         raise InputError("not a BEIR directory (no corpus.jsonl)", path=str(beir_dir))
     if not models and not bm25:
         raise ConfigError("nothing to evaluate: give --bm25 and/or --model")
-    report = evaluate_beir(beir_dir, models, bm25, lang)
+    if split is not None and not _has_split(beir_dir, split):
+        raise InputError(
+            f"no queries of split '{split}' in queries.jsonl (leave --split out to score "
+            "every query)",
+            path=str(beir_dir),
+        )
+    report = evaluate_beir(beir_dir, models, bm25, lang, split=split, per_query=True)
+    if len(report["results"]) > 1:
+        reference = models[0] if models else next(iter(report["results"]))
+        compare_to_reference(report, reference, resamples=resamples, seed=seed)
+    report.pop("per_query", None)
     out = out or _default_eval_path(beir_dir)
     out.write_text(json.dumps(report, indent=2), encoding="utf-8")
     report["written_to"] = str(out)
     return report
+
+
+def _has_split(beir_dir: Path, split: str) -> bool:
+    with (beir_dir / "queries.jsonl").open(encoding="utf-8") as f:
+        return any(json.loads(line).get("split") == split for line in f if line.strip())
 
 
 def _default_eval_path(beir_dir: Path) -> Path:

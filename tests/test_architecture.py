@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "fingen"
-METHODS = ("ingest", "retrieval", "reasoning", "export", "report")
+METHODS = ("ingest", "retrieval", "reasoning", "export", "report", "train")
 RUNNER = ("fingen.stages", "fingen.pipeline", "fingen.cli", "fingen.console", "fingen.executors")
 BACKEND_PACKAGES = ("openai", "llama_cpp", "vllm", "ray.data.llm")
 

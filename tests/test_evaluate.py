@@ -112,3 +112,99 @@ def test_load_beir_rejects_a_folder_that_is_not_beir(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match=r"corpus\.jsonl"):
         load_beir(tmp_path)
+
+
+# -- comparisons: paired bootstrap and `fingen eval` with several models ------------------------
+class CoarseBag(BagEmbedder):
+    """A worse bag of words (few buckets: unrelated words collide)."""
+
+    name = "coarse"
+    dim = 8
+
+
+def test_paired_bootstrap_is_seeded_and_holds_the_observed_difference() -> None:
+    from fingen.retrieval.evaluate import paired_bootstrap
+
+    ref = [(i * 37 % 101) / 100 for i in range(60)]  # spread-out values in [0, 1]
+    other = [min(1.0, v + (0.3 if i % 3 else -0.2)) for i, v in enumerate(ref)]
+    first = paired_bootstrap(ref, other, resamples=1000, seed=7)
+    assert first == paired_bootstrap(ref, other, resamples=1000, seed=7)  # deterministic
+    assert first["diff"] == pytest.approx(sum(other) / 60 - sum(ref) / 60, abs=1e-5)
+    low, high = first["ci95"]
+    assert low <= first["diff"] <= high and low < high
+    assert first["queries"] == 60 and first["resamples"] == 1000 and first["seed"] == 7
+    assert paired_bootstrap(ref, other, seed=8)["ci95"] != first["ci95"]  # the seed matters
+    same = paired_bootstrap(ref, ref)
+    assert same["diff"] == 0.0 and same["ci95"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="length"):
+        paired_bootstrap([1.0], [1.0, 2.0])
+
+
+def test_compare_to_reference_pairs_queries_per_level(tmp_path: Path) -> None:
+    from fingen.retrieval.evaluate import compare_to_reference
+
+    root = beir_dir(tmp_path)
+    report = evaluate_beir(
+        root, [], bm25=True, embedders={"bag": BagEmbedder(), "coarse": CoarseBag()},
+        per_query=True,
+    )  # fmt: skip
+    comparison = compare_to_reference(report, "bag", resamples=500, seed=1)
+    assert comparison["reference"] == "bag" and set(comparison["retrievers"]) == {"bm25", "coarse"}
+    for name, levels in comparison["retrievers"].items():
+        for level, metrics in levels.items():
+            for metric, entry in metrics.items():
+                observed = report["results"][name][level][metric]
+                observed -= report["results"]["bag"][level][metric]
+                assert entry["diff"] == pytest.approx(observed, abs=1e-4), (name, level, metric)
+                assert entry["ci95"][0] <= entry["diff"] <= entry["ci95"][1]
+                assert entry["queries"] == report["results"]["bag"][level]["queries"]
+    assert compare_to_reference(report, "bag", resamples=500, seed=1) == comparison
+
+
+def test_eval_cli_compares_two_models_with_an_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from fingen.cli import app
+    from fingen.embed.models import EMBEDDERS
+
+    monkeypatch.setitem(EMBEDDERS, "bag", lambda **kw: BagEmbedder())
+    monkeypatch.setitem(EMBEDDERS, "coarse", lambda **kw: CoarseBag())
+    root = beir_dir(tmp_path)
+    out = tmp_path / "eval.json"
+    args = ["eval", str(root), "--model", "bag", "--model", "coarse", "--no-bm25"]
+    result = CliRunner().invoke(app, [*args, "--seed", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert list(report["results"]) == ["bag", "coarse"]
+    entry = report["comparison"]["retrievers"]["coarse"]["all"]["ndcg@10"]
+    assert report["comparison"]["reference"] == "bag" and report["comparison"]["seed"] == 3
+    assert entry["ci95"][0] <= entry["diff"] <= entry["ci95"][1]
+    text = result.output
+    assert "bag" in text and "coarse" in text and "[95% CI]" in text and "reference" in text
+    assert f"{entry['diff']:+.4f}" in text and f"{entry['ci95'][0]:+.4f}" in text
+    CliRunner().invoke(app, [*args, "--seed", "3", "--out", str(tmp_path / "b.json")])
+    assert json.loads((tmp_path / "b.json").read_text())["comparison"] == report["comparison"]
+
+
+def test_eval_cli_scores_one_split_and_names_a_missing_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from fingen.cli import app
+
+    root = beir_dir(tmp_path)
+    rows = [json.loads(line) for line in (root / "queries.jsonl").read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row["split"] = "dev" if i % 2 else "train"
+    (root / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(app, ["eval", str(root), "--split", "dev", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["split"] == "dev" and "comparison" not in report  # one retriever
+    assert report["results"]["bm25"]["all"]["queries"] == 3
+    missing = CliRunner().invoke(app, ["eval", str(root), "--split", "test"])
+    assert missing.exit_code != 0 and "split 'test'" in str(missing.exception)

