@@ -98,7 +98,7 @@ def test_fingen_train_changes_the_weights_and_the_folder_loads_back(
 
     out = tmp_path / "model"
     args = ["train", str(demo_run), "--max-steps", "2", "--batch-size", "4",
-            "--hard-negatives", "2", "--out", str(out)]  # fmt: skip
+            "--hard-negatives", "2", "--eval-steps", "2", "--out", str(out)]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "dev all" in result.output and str(out) in result.output.replace("\n", "")
@@ -109,6 +109,9 @@ def test_fingen_train_changes_the_weights_and_the_folder_loads_back(
     assert info["dev"]["split"] == "dev" and info["dev"]["before"]["all"]["queries"] >= 1
     assert set(info["dev"]["after"]) == set(info["dev"]["before"]) and info["dev"]["delta"]
     assert info["time_s"]["train"] > 0 and len(info["loss_history"]) == 2
+    history = info["dev"]["history"]  # InformationRetrievalEvaluator during training
+    assert [h["step"] for h in history] == [2] and "eval_dev_cosine_ndcg@10" in history[0]
+    assert info["dev"]["before_prompted"]["all"]["queries"] >= 1  # the prompt alone, untrained
 
     trained = SentenceTransformer(str(out), device="cpu")
     assert trained.prompts["query"] == INSTRUCTION and trained.prompts["document"] == ""

@@ -23,21 +23,21 @@ class TrainParams(StageParams):
     base: str = Field("minilm", description="minilm, e5 or a sentence-transformers model path")
     exports: str = Field("exports", description="the export_retrieval folder in the run directory")
     out: str | None = Field(None, description="model folder in the run (default models/<key>)")
-    epochs: float = Field(1.0, gt=0)
-    lr: float = Field(2e-5, ge=0)
-    batch_size: int = Field(32, ge=1)
+    epochs: float = Field(1.0, gt=0, description="passes over the train split")
+    lr: float = Field(2e-5, ge=0, description="peak learning rate (10% warmup, linear decay)")
+    batch_size: int = Field(32, ge=1, description="rows per batch (in-batch negatives)")
     hard_negatives: int | None = Field(
         None, ge=0, description="negatives per row (default: the export's n-tuple width)"
     )
     cached: bool = Field(False, description="CachedMultipleNegativesRankingLoss")
     mini_batch_size: int = Field(16, ge=1, description="sub-batch of the cached loss")
-    max_steps: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
     eval_steps: int | None = Field(None, ge=1, description="also score dev every N steps")
     instruction: str | None = Field(
         None, description="query prompt (default: export_retrieval's instruction)"
     )
     device: str | None = Field(None, description="cpu, cuda (default: cuda when available)")
-    seed: int = 0
+    seed: int = Field(0, description="seed of shuffling and initialization")
 
 
 def _instruction(ctx: StageContext, params: TrainParams) -> str | None:
@@ -52,8 +52,10 @@ def _instruction(ctx: StageContext, params: TrainParams) -> str | None:
 
 @stage(TrainParams, outputs={"": "file"})
 def train(ctx: StageContext, params: TrainParams) -> None:
-    """Fine-tune a sentence-transformers bi-encoder on the train split (hard negatives, no
-    duplicate texts per batch, the export instruction as query prompt); dev before/after.
+    """Fine-tune a bi-encoder on the train split; score base and trained model on dev.
+
+    sentence-transformers' trainer: MultipleNegativesRankingLoss with the run's hard
+    negatives, no duplicate texts in a batch, the export instruction as the query prompt.
 
     Example params: ``{base: minilm, epochs: 1, hard_negatives: 3}``
     """
