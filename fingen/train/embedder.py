@@ -36,7 +36,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,11 +206,14 @@ def _flag_prompt(exports: Path) -> str | None:
     return None
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
+def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of a JSON-lines file, streamed (none when it is absent)."""
     if not path.is_file():
-        return []
+        return
     with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
 
 
 def load_training_data(
@@ -237,8 +240,8 @@ def load_training_data(
         if row["negative"] not in bucket:
             bucket.append(row["negative"])
     available = max((len(v) for v in negatives.values()), default=0)
-    ntuple_rows = _jsonl(st / "ntuples" / f"{split}.jsonl")
-    width = sum(1 for c in ntuple_rows[0] if c.startswith("negative_")) if ntuple_rows else None
+    first = next(_jsonl(st / "ntuples" / f"{split}.jsonl"), None)
+    width = sum(1 for c in first if c.startswith("negative_")) if first else None
     wanted = hard_negatives if hard_negatives is not None else (width or available)
     k = min(wanted, available)
     data = TrainingData(negatives=k, available=available)
