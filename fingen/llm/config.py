@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["BudgetConfig", "FakeConfig", "LLMConfig", "LocalModelConfig", "PricesConfig"]
 
@@ -50,9 +50,13 @@ class FakeConfig(_Strict):
 
 
 class LLMConfig(_Strict):
-    backend: Literal["openai", "local", "vllm", "fake"] = "local"
+    backend: Literal["openai", "local", "vllm", "ray_llm", "fake"] = "local"
     model: str = ""
-    base_url: str | None = None
+    base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint; a list (or comma-separated URLs) is a fleet "
+        "serving one model, balanced by requests in flight",
+    )
     api_key_env: str | None = Field(None, description="NAME of the env var holding the key")
     concurrency: int = Field(8, ge=1, le=4096)
     rpm: int | None = Field(None, gt=0)
@@ -72,9 +76,32 @@ class LLMConfig(_Strict):
     local: LocalModelConfig = Field(default_factory=LocalModelConfig)
     fake: FakeConfig = Field(default_factory=FakeConfig)
     vllm_engine: dict[str, Any] = Field(default_factory=dict, description="in-process vLLM args")
+    ray_llm: dict[str, Any] = Field(
+        default_factory=dict,
+        description="backend ray_llm: vLLMEngineProcessorConfig fields (concurrency, "
+        "batch_size, accelerator_type, ...); engine args come from vllm_engine",
+    )
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _fleet(cls, value: Any) -> Any:
+        """A list of URLs is kept as one comma-separated string (see ``base_urls``)."""
+        if isinstance(value, (list, tuple)):
+            urls = [str(u).strip() for u in value if str(u).strip()]
+            return ",".join(urls) or None
+        return value
+
+    @property
+    def base_urls(self) -> list[str]:
+        """The endpoints of ``base_url``: one, or the fleet's (in the order given)."""
+        if not self.base_url:
+            return []
+        return [u.strip() for u in self.base_url.split(",") if u.strip()]
 
     @model_validator(mode="after")
     def _check_backend(self) -> LLMConfig:
-        if self.backend == "openai" and not self.base_url:
+        if self.backend == "openai" and not self.base_urls:
             raise ValueError("backend 'openai' needs base_url (e.g. https://api.openai.com/v1)")
+        if len(set(self.base_urls)) != len(self.base_urls):
+            raise ValueError("base_url: the fleet names an endpoint twice")
         return self

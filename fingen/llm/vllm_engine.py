@@ -1,13 +1,19 @@
 """In-process vLLM (``backend: vllm``; optional extra ``fingen[vllm]``, needs a GPU).
 
-Structured output uses vLLM's guided decoding (``StructuredOutputsParams`` in recent vLLM,
-``GuidedDecodingParams`` in older releases). Caching, re-asks and budgets stay in the engine
-above, so this backend behaves like the HTTP ones. For a vLLM *server*, use
-``backend: openai`` with its ``base_url``.
+Written against vLLM 0.33 (``vllm.AsyncLLMEngine`` is ``vllm.v1.engine.async_llm.AsyncLLM``):
+the engine is built on first use, inside fingen's engine loop (vLLM wants a running loop);
+the chat template is applied with the engine's tokenizer (``AsyncLLM`` has no ``chat``);
+structured output is ``SamplingParams(structured_outputs=StructuredOutputsParams(json=...))``
+(``GuidedDecodingParams`` only on releases before 0.10); only the final output of each
+request is streamed back. Caching, re-asks and budgets stay in the engine above, so this
+backend behaves like the HTTP ones. For a vLLM *server*, use ``backend: openai`` with its
+``base_url``. ``bench/gpu_check.sh`` runs it against raw ``vllm.LLM.chat`` on a GPU.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import itertools
 from typing import Any
 
@@ -36,19 +42,37 @@ class VLLMEngineBackend:
 
     def __init__(self, model: str, engine_args: dict[str, Any]) -> None:
         try:
-            from vllm import AsyncEngineArgs, AsyncLLMEngine
+            import vllm  # noqa: F401
         except ImportError as exc:
             raise MissingExtraError("vllm", "vllm", "backend 'vllm'") from exc
         self.model = model
         self.identity = f"vllm:{model}"
-        self._engine = AsyncLLMEngine.from_engine_args(AsyncEngineArgs(model=model, **engine_args))
+        self.engine_args = dict(engine_args)
+        self._engine: Any = None
+        self._lock: asyncio.Lock | None = None
         self._ids = itertools.count()
         self._tokenizer: Any = None
 
+    async def _start(self) -> Any:
+        """The engine, built on the running loop on first use (vLLM's async engine needs one)."""
+        if self._engine is not None:
+            return self._engine
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._engine is None:
+                from vllm import AsyncEngineArgs, AsyncLLMEngine
+
+                args = AsyncEngineArgs(model=self.model, **self.engine_args)
+                self._engine = AsyncLLMEngine.from_engine_args(args)
+        return self._engine
+
     async def _prompt(self, request: ChatRequest) -> str:
+        engine = await self._start()
         if self._tokenizer is None:
-            self._tokenizer = await self._engine.get_tokenizer()
-        return self._tokenizer.apply_chat_template(
+            tokenizer = engine.get_tokenizer()  # sync in vLLM 0.33, a coroutine before
+            self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
+        return self._tokenizer.apply_chat_template(  # type: ignore[no-any-return]
             request.messages, tokenize=False, add_generation_prompt=True
         )
 
@@ -65,6 +89,12 @@ class VLLMEngineBackend:
             kwargs["top_p"] = request.top_p
         if request.json_schema is not None:
             kwargs.update(_structured_kwargs(request.json_schema))
+        try:  # only the finished output comes back (no per-token streaming)
+            from vllm.sampling_params import RequestOutputKind
+
+            kwargs["output_kind"] = RequestOutputKind.FINAL_ONLY
+        except ImportError:
+            pass
         params = SamplingParams(**kwargs)
         prompt = await self._prompt(request)
         final = None
@@ -90,6 +120,7 @@ class VLLMEngineBackend:
         shutdown = getattr(self._engine, "shutdown", None)
         if callable(shutdown):
             shutdown()
+        self._engine = None
 
 
 def create_vllm_backend(config: LLMConfig) -> VLLMEngineBackend:

@@ -19,10 +19,12 @@ The outcome names what the grade means under the relevance rule:
 
 from __future__ import annotations
 
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -32,6 +34,7 @@ from fingen.retrieval.judges import Candidate, Judge, Verdict
 if TYPE_CHECKING:
     from fingen.embed.base import Embedder
     from fingen.embed.index import VectorIndex
+    from fingen.embed.shards import ShardedVectors
 
 __all__ = [
     "MineOptions",
@@ -67,10 +70,37 @@ def labeled_pairs(qrels: Iterable[Qrel]) -> dict[str, set[str]]:
 
 
 def encode_corpus(
-    embedder: Embedder, passages: Sequence[Passage], *, show_progress: bool = False
-) -> np.ndarray:
-    """Passage vectors (n, dim), L2-normalized, in ``passages`` order."""
-    return embedder.encode([p.text for p in passages], kind="passage", show_progress=show_progress)
+    embedder: Embedder,
+    passages: Sequence[Passage],
+    *,
+    show_progress: bool = False,
+    shard_rows: int | None = None,
+    shard_dir: str | Path | None = None,
+) -> np.ndarray | ShardedVectors:
+    """Passage vectors (n, dim), L2-normalized, in ``passages`` order.
+
+    Bounded memory: with ``shard_rows`` (or inside ``fingen.embed.shards.shard_settings``)
+    they are written to .npy shards under ``shard_dir`` (default: the settings' folder, else
+    a temporary one that lives as long as the returned ``ShardedVectors``) and memory-mapped.
+    """
+    from fingen.embed.shards import current_shard_settings, encode_to_shards
+
+    settings = current_shard_settings()
+    rows = shard_rows or (settings.rows if settings else None)
+    if rows is None:
+        return embedder.encode(
+            [p.text for p in passages], kind="passage", show_progress=show_progress
+        )
+    folder: str | Path | None = shard_dir or (settings.directory if settings else None)
+    keep = None
+    if folder is None:
+        keep = tempfile.TemporaryDirectory(prefix="fingen-mine-")
+        folder = keep.name
+    vectors = encode_to_shards(
+        embedder, (p.text for p in passages), folder, shard_rows=rows, kind="passage"
+    )
+    vectors._keep = keep  # type: ignore[attr-defined]  # the temporary folder lives with it
+    return vectors
 
 
 def _source_docs(query: Query, doc_of: Mapping[str, str]) -> list[str]:
@@ -97,7 +127,7 @@ def gather_candidates(
     global_top_k: int = 0,
     max_candidates: int | None = 20,
     embedder: Embedder | None = None,
-    passage_vectors: np.ndarray | None = None,
+    passage_vectors: np.ndarray | ShardedVectors | None = None,
     index: VectorIndex | None = None,
 ) -> Iterator[Candidate]:
     """Candidates per query, most similar first, at most ``max_candidates`` per query.
@@ -112,13 +142,15 @@ def gather_candidates(
         max_candidates: cap per query (None = no cap). With an embedder candidates are ranked
             by cosine similarity; without one, local passages by distance to a source passage.
         embedder: ranks candidates and serves ``global_top_k``; required when it is > 0.
-        passage_vectors: precomputed passage vectors (else encoded here when needed).
+        passage_vectors: precomputed passage vectors, in memory or a ``ShardedVectors`` (else
+            encoded here when needed, sharded under ``fingen.embed.shards.shard_settings``).
         index: a ``VectorIndex`` over ``passage_vectors`` (else built here when needed).
 
     Raises:
         ValueError: ``global_top_k > 0`` without an embedder or vectors + index.
     """
     from fingen.embed.index import build_index
+    from fingen.embed.shards import ShardedVectors
 
     queries = list(queries)
     if not queries or not passages:
@@ -136,7 +168,10 @@ def gather_candidates(
         assert embedder is not None
         passage_vectors = encode_corpus(embedder, passages)
     if global_top_k > 0 and index is None:
-        index = build_index(passage_vectors)  # type: ignore[arg-type]
+        if isinstance(passage_vectors, ShardedVectors):
+            index = passage_vectors.as_index()
+        else:
+            index = build_index(passage_vectors)  # type: ignore[arg-type]
     for start in range(0, len(queries), _QUERY_BATCH):
         batch = queries[start : start + _QUERY_BATCH]
         qvecs = None
@@ -171,7 +206,7 @@ def _ranked(
     pos: Mapping[str, int],
     qvecs: np.ndarray | None,
     row: int,
-    passage_vectors: np.ndarray | None,
+    passage_vectors: Any,
     max_candidates: int | None,
 ) -> Iterator[Candidate]:
     ids = list(found)

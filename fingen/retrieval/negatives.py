@@ -15,9 +15,12 @@ come first, most similar first, without window or margin: a judge has already se
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -28,6 +31,7 @@ from fingen.records import Failure, HardNegatives, Passage, Qrel, Query
 if TYPE_CHECKING:
     from fingen.embed.base import Embedder
     from fingen.embed.index import VectorIndex
+    from fingen.embed.shards import ShardedVectors
 
 __all__ = [
     "HardNegativeConfig",
@@ -124,7 +128,7 @@ def select_negatives(
 
 def hard_negatives_for_vectors(
     query_vectors: np.ndarray,
-    corpus_vectors: np.ndarray,
+    corpus_vectors: np.ndarray | ShardedVectors,
     positives: Sequence[Iterable[int]],
     *,
     config: HardNegativeConfig | None = None,
@@ -137,7 +141,8 @@ def hard_negatives_for_vectors(
 
     Args:
         query_vectors: (n_queries, dim).
-        corpus_vectors: (n_corpus, dim).
+        corpus_vectors: (n_corpus, dim), or a ``ShardedVectors`` (searched shard by shard:
+            memory follows the shard size; the picks are those of the in-memory search).
         positives: per query, corpus indices of its positives (margins use the lowest score).
         config: see ``HardNegativeConfig`` (defaults: ranks 10–100, 15 negatives, top).
         exclude: per query, further indices never to pick (e.g. partially relevant).
@@ -149,23 +154,33 @@ def hard_negatives_for_vectors(
         Per query, a list of (corpus index, similarity, source), at most ``num_negatives``.
     """
     from fingen.embed.index import build_index
+    from fingen.embed.shards import ShardedVectors, gather
 
     config = config or HardNegativeConfig()
     queries = np.asarray(query_vectors, dtype=np.float32)
-    corpus = np.asarray(corpus_vectors, dtype=np.float32)
-    index = index or build_index(corpus)
+    corpus: Any
+    if isinstance(corpus_vectors, ShardedVectors):  # bounded memory: searched shard by shard
+        corpus = corpus_vectors
+        index = index or corpus.as_index()
+    else:
+        corpus = np.asarray(corpus_vectors, dtype=np.float32)
+        index = index or build_index(corpus)
     out: list[list[Picked]] = []
     k = min(config.range_max, len(corpus))
     for start in range(0, len(queries), batch_size):
         block = queries[start : start + batch_size]
         scores, indices = index.search(block, k)
+        rows = range(start, start + len(block))
+        pos_of = {qi: sorted(set(positives[qi])) for qi in rows}
+        ver_of = {qi: sorted(set(verified[qi])) if verified is not None else [] for qi in rows}
+        needed = sorted({i for qi in rows for i in (*pos_of[qi], *ver_of[qi])})
+        vec = dict(zip(needed, gather(corpus, needed), strict=True)) if needed else {}
         for row in range(len(block)):
             qi = start + row
-            pos = sorted(set(positives[qi]))
+            pos, ver = pos_of[qi], ver_of[qi]
             banned = set(pos) | (set(exclude[qi]) if exclude is not None else set())
-            pos_score = float((corpus[pos] @ block[row]).min()) if pos else None
-            ver = sorted(set(verified[qi])) if verified is not None else []
-            ver_scores = (corpus[ver] @ block[row]).tolist() if ver else []
+            pos_score = float((np.stack([vec[i] for i in pos]) @ block[row]).min()) if pos else None
+            ver_scores = (np.stack([vec[i] for i in ver]) @ block[row]).tolist() if ver else []
             rng = np.random.default_rng((config.seed, qi))
             out.append(
                 select_negatives(
@@ -189,7 +204,7 @@ def hard_negatives(
     embedder: Embedder,
     config: HardNegativeConfig | None = None,
     min_positive: int = 2,
-    passage_vectors: np.ndarray | None = None,
+    passage_vectors: np.ndarray | ShardedVectors | None = None,
     index: VectorIndex | None = None,
     stage: str = "hard_negatives",
 ) -> Iterator[HardNegatives | Failure]:
@@ -234,13 +249,14 @@ def hard_negatives(
         verified=[verified[q.query_id] for q in todo],
         index=index,
     )
-    vectors = np.asarray(passage_vectors, dtype=np.float32)
+    from fingen.embed.shards import gather
+
     for row, (q, negs) in enumerate(zip(todo, picked, strict=True)):
         if not negs:
             yield Failure(stage=stage, item_id=q.query_id, reason="no_negatives")
             continue
         pos = sorted(positives[q.query_id], key=positives[q.query_id].__getitem__)
-        pos_sims = vectors[pos] @ np.asarray(qvecs[row], dtype=np.float32)
+        pos_sims = gather(passage_vectors, pos) @ np.asarray(qvecs[row], dtype=np.float32)
         yield HardNegatives(
             query_id=q.query_id,
             positive_ids=[passages[i].passage_id for i in pos],
@@ -260,17 +276,41 @@ def hard_negatives_for_run(
     config: HardNegativeConfig | None = None,
     min_positive: int = 2,
     index: str = "auto",
+    shard_rows: int | None = None,
+    shard_dir: str | Path | None = None,
 ) -> Iterator[HardNegatives | Failure]:
     """``hard_negatives`` over a whole corpus: encodes the passages once and searches them
     with the ``index`` kind ("auto", "exact", "faiss"); without passages every query fails
-    as ``no_passages``."""
+    as ``no_passages``.
+
+    Bounded memory: with ``shard_rows`` (or inside ``fingen.embed.shards.shard_settings``,
+    which the executor sets from ``executor.shard_rows``) the passage vectors are written to
+    .npy shards of that many rows (under ``shard_dir``) and searched shard by shard."""
     from fingen.embed.index import build_index
+    from fingen.embed.shards import current_shard_settings, encode_to_shards
 
     if not queries:
         return
     if not passages:
         for q in queries:
             yield Failure(stage="hard_negatives", item_id=q.query_id, reason="no_passages")
+        return
+    settings = current_shard_settings()
+    rows = shard_rows or (settings.rows if settings else None)
+    if rows is not None:
+        folder = shard_dir or (settings.directory if settings else None)
+        with contextlib.ExitStack() as stack:
+            if folder is None:
+                folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="fingen-hn-"))
+            sharded = encode_to_shards(
+                embedder, (p.text for p in passages), folder, shard_rows=rows, kind="passage"
+            )
+            backend = "auto" if index == "auto" else index
+            yield from hard_negatives(
+                queries, passages, qrels, embedder=embedder, config=config,
+                min_positive=min_positive, passage_vectors=sharded,
+                index=sharded.as_index(backend),  # type: ignore[arg-type]
+            )  # fmt: skip
         return
     vectors = embedder.encode([p.text for p in passages], kind="passage")
     yield from hard_negatives(

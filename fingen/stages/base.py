@@ -52,6 +52,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: request cache keeps every request that succeeded, so none is paid twice).
 TRANSIENT_REASONS = frozenset(
     {"transport_error", "truncated", "invalid_json", "schema_mismatch", "no_verdict"}
+    | {"worker_error"}  # a batch whose worker raised (fingen.executors): its items re-run
 )
 
 
@@ -184,6 +185,10 @@ class StageContext:
     models: dict[str, str] = field(default_factory=lambda: {"llm": "default", "judge": "default"})
     used_models: dict[str, str] = field(default_factory=dict)
     _writers: dict[str, JsonlWriter] = field(default_factory=dict)
+    # -- set by the executor (fingen.executors) -------------------------------------------
+    fingerprint: str = ""  # the stage's fingerprint (names its shards)
+    remote_usage: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> usage
+    remote_prompts: dict[str, str] = field(default_factory=dict)  # templates used elsewhere
 
     @property
     def run_dir(self) -> Path:
@@ -313,6 +318,27 @@ class StageContext:
         for writer in self._writers.values():
             writer.abort()
         self._writers.clear()
+
+    def with_remote_usage(
+        self, usage: dict[str, Any] | None, by_model: dict[str, dict[str, Any]]
+    ) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+        """This process's usage of the stage plus what executor workers reported."""
+        if not self.remote_usage:
+            return usage, by_model
+        merged = {name: dict(u) for name, u in by_model.items()}
+        for name, extra in self.remote_usage.items():
+            have = merged.setdefault(name, {})
+            for k, v in extra.items():
+                have[k] = have.get(k, 0) + v
+        total: dict[str, Any] = {}
+        for u in merged.values():
+            for k, v in u.items():
+                total[k] = total.get(k, 0) + v
+        for u in [total, *merged.values()]:
+            for k in ("cost", "llm_s"):
+                if k in u:
+                    u[k] = round(u[k], 6 if k == "cost" else 3)
+        return total, merged
 
     def kinds(self) -> tuple[dict[str, str], list[str]]:
         """``(output -> kind, outputs that replace their kind)`` for the manifest."""
