@@ -590,7 +590,7 @@ def _trainer(
         CachedMultipleNegativesRankingLoss,
         MultipleNegativesRankingLoss,
     )
-    from transformers.trainer_callback import PrinterCallback, TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
 
     query_prompt, document_prompt = prompt_pair
     prompts: dict[str, str] = {}
@@ -642,5 +642,13 @@ def _trainer(
         evaluator=evaluator,
         callbacks=[_Steps()],
     )
-    trainer.remove_callback(PrinterCallback)  # the logs go to train_info.json, not stdout
+    # the logs go to train_info.json, not stdout: a bar without the per-step log lines
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+
+        class _Bar(ProgressCallback):  # type: ignore[misc]
+            def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                return None
+
+        trainer.add_callback(_Bar())
     return trainer
