@@ -128,6 +128,8 @@ def test_ray_gives_the_local_rows_and_ids_on_a_fleet(
     ray_cluster: None,
 ) -> None:  # fmt: skip
     a, b = fleet
+    for s in fleet:
+        s.set_script(actions=[], rules=[], default={})
     local = run_pipeline(_config(fleet), tmp_path / "local")
     before = (a.count, b.count)
     ray_run = run_pipeline(
@@ -214,7 +216,7 @@ def test_a_sigkill_in_the_middle_pays_no_request_twice_and_counts_failures_as_lo
         s.reset()
 
     def script(fast: int) -> list[dict[str, Any]]:
-        return [bad, {"match": "[0]", "action": {}, "times": fast}, {"action": {"delay": 20}}]
+        return [bad, {"match": "[0]", "action": {}, "times": fast}, {"action": {"delay": 10}}]
 
     # titles and chunk send nothing (pages are titled); bottom_up prompts number sentences
     servers[0].set_script(rules=script(3))
