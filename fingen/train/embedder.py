@@ -379,9 +379,12 @@ def _score(beir: Path, encoder: _Encoder, split: str) -> dict[str, dict[str, flo
 
 def _ir_evaluator(beir: Path, split: str, query_prompt: str, document_prompt: str) -> Any:
     """sentence-transformers' InformationRetrievalEvaluator on the ``split`` queries."""
-    from sentence_transformers.sentence_transformer.evaluation import (
-        InformationRetrievalEvaluator,
-    )
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.evaluation import (
+            InformationRetrievalEvaluator,
+        )
+    except ImportError:  # 3.x - 5.x
+        from sentence_transformers.evaluation import InformationRetrievalEvaluator
 
     from fingen.retrieval.evaluate import load_beir
 
@@ -567,6 +570,13 @@ def train_embedder(
     return TrainResult(out_dir, info)
 
 
+def _warmup(transformers_version: str, ratio: float) -> dict[str, float]:
+    """transformers >= 5 takes the warmup ratio as a float ``warmup_steps`` (its
+    ``warmup_ratio`` is deprecated); earlier versions take ``warmup_ratio``."""
+    major = int(transformers_version.split(".")[0])
+    return {"warmup_steps": ratio} if major >= 5 else {"warmup_ratio": ratio}
+
+
 def _trainer(
     model: Any,
     data: TrainingData,
@@ -581,16 +591,25 @@ def _trainer(
     """The SentenceTransformerTrainer: NO_DUPLICATES batches, (Cached)MNRL, anchor prompt,
     optional IR evaluator on the dev split every ``eval_steps``."""
     import torch
+    import transformers
     from sentence_transformers import (
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.base.sampler import BatchSamplers
-    from sentence_transformers.sentence_transformer.losses import (
-        CachedMultipleNegativesRankingLoss,
-        MultipleNegativesRankingLoss,
-    )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
+
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.base.sampler import BatchSamplers
+        from sentence_transformers.sentence_transformer.losses import (
+            CachedMultipleNegativesRankingLoss,
+            MultipleNegativesRankingLoss,
+        )
+    except ImportError:  # 3.x - 5.x
+        from sentence_transformers.losses import (
+            CachedMultipleNegativesRankingLoss,
+            MultipleNegativesRankingLoss,
+        )
+        from sentence_transformers.training_args import BatchSamplers
 
     query_prompt, document_prompt = prompt_pair
     prompts: dict[str, str] = {}
@@ -609,7 +628,7 @@ def _trainer(
         max_steps=opts.max_steps or -1,
         per_device_train_batch_size=opts.batch_size,
         learning_rate=opts.lr,
-        warmup_steps=opts.warmup_ratio,  # a float below 1 is a ratio of the steps
+        **_warmup(transformers.__version__, opts.warmup_ratio),
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         prompts=prompts or None,
         eval_strategy="steps" if evaluator is not None else "no",
