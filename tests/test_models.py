@@ -116,7 +116,7 @@ def test_models_inherit_llm_and_typos_name_the_key(tmp_path: Path) -> None:
     judge = config.model_config_for("judge")
     assert (judge.backend, judge.temperature, judge.max_tokens) == ("fake", 0.0, 77)
     yaml_path.write_text("name: t\nmodels: {judge: {tempurature: 0.0}}\nstages: [{stage: chunk}]\n")
-    with pytest.raises(ConfigError, match="models.judge: unknown key 'tempurature'"):
+    with pytest.raises(ConfigError, match=r"models\.judge: unknown key 'tempurature'"):
         load_pipeline(yaml_path)
     over = load_pipeline(_valid(tmp_path), ["stages.chunk.model=judge"])
     assert over.stages[0].model == "judge"

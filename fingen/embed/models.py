@@ -98,12 +98,25 @@ class SentenceTransformerEmbedder:
                 f"{str(exc)[:200]}); pass a local model folder or a cached model name",
                 path=str(model),
             ) from exc
-        self.name = name or str(model)
+        self._setup(name or str(model), batch_size, None)
+
+    @classmethod
+    def from_model(
+        cls, model: Any, *, name: str, prompts: dict[str, str] | None = None, batch_size: int = 64
+    ) -> SentenceTransformerEmbedder:
+        """An already loaded model (e.g. one being trained), with explicit ``prompts`` per
+        kind ("query", "passage") when given."""
+        self = cls.__new__(cls)
+        self._model = model
+        self._setup(name, batch_size, prompts)
+        return self
+
+    def _setup(self, name: str, batch_size: int, prompts: dict[str, str] | None) -> None:
+        self.name, self.batch_size, self._prompts = name, batch_size, prompts
         get_dim = getattr(self._model, "get_embedding_dimension", None) or (
             self._model.get_sentence_embedding_dimension
         )
         self.dim = int(get_dim())
-        self.batch_size = batch_size
 
     def encode(
         self,
@@ -118,14 +131,18 @@ class SentenceTransformerEmbedder:
         items = list(texts)
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
-        prompts = getattr(self._model, "prompts", None) or {}
+        if self._prompts is not None:
+            prompt = {"prompt": self._prompts.get(kind) or None}
+        else:
+            prompts = getattr(self._model, "prompts", None) or {}
+            prompt = {"prompt_name": kind if kind in prompts else None}
         vectors = self._model.encode(
             items,
             batch_size=batch_size or self.batch_size,
             show_progress_bar=show_progress,
             convert_to_numpy=True,
             normalize_embeddings=True,
-            prompt_name=kind if kind in prompts else None,
+            **prompt,
         )
         return l2_normalize(vectors)
 

@@ -41,9 +41,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from fingen.embed.base import EncodeKind, check_kind, l2_normalize
 from fingen.errors import InputError, MissingExtraError
 
 __all__ = [
@@ -262,38 +259,12 @@ def load_training_data(
 
 
 # -- models ------------------------------------------------------------------------------------
-class _Encoder:
+def _Encoder(model: Any, name: str, query_prompt: str, document_prompt: str) -> Any:
     """An in-memory SentenceTransformer as a fingen ``Embedder`` with explicit prompts."""
+    from fingen.embed.models import SentenceTransformerEmbedder
 
-    def __init__(self, model: Any, name: str, query_prompt: str, document_prompt: str) -> None:
-        self._model, self.name = model, name
-        self._prompts = {"query": query_prompt, "passage": document_prompt}
-        get_dim = getattr(model, "get_embedding_dimension", None) or (
-            model.get_sentence_embedding_dimension
-        )
-        self.dim = int(get_dim())
-
-    def encode(
-        self,
-        texts: Sequence[str],
-        *,
-        kind: EncodeKind = "passage",
-        batch_size: int | None = None,
-        show_progress: bool = False,
-    ) -> np.ndarray:
-        check_kind(kind)
-        items = list(texts)
-        if not items:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self._model.encode(
-            items,
-            prompt=self._prompts[kind] or None,
-            batch_size=batch_size or 64,
-            show_progress_bar=show_progress,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-        )
-        return l2_normalize(vectors)
+    prompts = {"query": query_prompt, "passage": document_prompt}
+    return SentenceTransformerEmbedder.from_model(model, name=name, prompts=prompts)
 
 
 def _load_base(base: str, device: str) -> tuple[Any, str, dict[str, str]]:
