@@ -36,9 +36,9 @@ def _round(value: Any) -> Any:
 
 def canonical_digest(path: Path, run_dir: Path) -> str:
     """sha256 of a data file's content, independent of row order, float noise and of where
-    the run directory is."""
+    the run directory and the checkout are (``source`` holds the input file's absolute path)."""
     text = path.read_text(encoding="utf-8").replace(str(run_dir.resolve()), "<run>")
-    text = text.replace(str(run_dir), "<run>")
+    text = text.replace(str(run_dir), "<run>").replace(str(ROOT), "<root>")
     if path.suffix == ".jsonl":
         lines = sorted(
             json.dumps(_round(json.loads(ln)), sort_keys=True, ensure_ascii=False)

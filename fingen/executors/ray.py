@@ -24,26 +24,19 @@ driver, with embeddings of large inputs computed by a pool of embedding actors.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
 import os
-import pickle
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from fingen.errors import BudgetExceeded, MissingExtraError, UserError
+from fingen.errors import BudgetExceeded, MissingExtraError
 from fingen.executors.batch import (
-    BatchContext,
-    BatchStore,
     decode_lines,
     encode_records,
     input_kind,
@@ -51,24 +44,15 @@ from fingen.executors.batch import (
     merge_stats,
     output_model,
     stage_type,
-    stats_dict,
-    worker_failures,
 )
 from fingen.executors.local import batched, embedding_shards
-from fingen.executors.storage import ShardCache, ShardStore, lines_sha, merge_shard_caches
-from fingen.records import KINDS
-from fingen.stages.base import TRANSIENT_REASONS, StageContext, StageSpec, StageStats
+from fingen.executors.ray_budget import BudgetKeeper
+from fingen.executors.ray_embed import EmbedPool, PooledEmbedder
+from fingen.executors.ray_worker import ShardJob, ShardWorker, raise_shard_error
+from fingen.executors.storage import ShardStore, lines_sha, merge_shard_caches
+from fingen.stages.base import StageContext
 
-__all__ = [
-    "BudgetKeeper",
-    "EmbedPool",
-    "PooledEmbedder",
-    "RayExecutor",
-    "RemoteBudget",
-    "ShardJob",
-    "ShardWorker",
-    "run_shard",
-]
+__all__ = ["RayExecutor"]
 
 DEFAULT_BATCH = 64
 
@@ -79,287 +63,6 @@ def _import_ray() -> Any:
     except ImportError as exc:
         raise MissingExtraError("ray[data]", "ray", "executor kind 'ray'") from exc
     return ray
-
-
-# -- budget shared by the actors -----------------------------------------------------------
-
-
-class BudgetKeeper:
-    """The run's budget in one actor: every worker reserves and settles here."""
-
-    def __init__(self, max_tokens: Any, max_cost: Any, spent_tokens: int, spent_cost: float):
-        from fingen.llm.budget import Budget
-
-        self.budget = Budget(max_tokens, max_cost, spent_tokens=spent_tokens, spent_cost=spent_cost)
-
-    def reserve(self, tokens: int, cost: float) -> tuple[int, float, Any]:
-        try:
-            r = self.budget.reserve(tokens, cost)
-        except BudgetExceeded as exc:
-            return 0, 0.0, (exc.what, exc.used, exc.limit)
-        return r.tokens, r.cost, None
-
-    def settle(self, held_tokens: int, held_cost: float, tokens: int, cost: float) -> None:
-        from fingen.llm.budget import Reservation
-
-        self.budget.settle(Reservation(held_tokens, held_cost), tokens, cost)
-
-
-class RemoteBudget:
-    """``Budget``'s interface over a ``BudgetKeeper`` actor."""
-
-    def __init__(self, handle: Any, max_tokens: Any = None, max_cost: Any = None) -> None:
-        self.handle, self.max_tokens, self.max_cost = handle, max_tokens, max_cost
-        self.spent_tokens, self.spent_cost = 0, 0.0
-
-    @property
-    def active(self) -> bool:
-        return True
-
-    def reserve(self, tokens: int, cost: float) -> Any:
-        import ray
-
-        from fingen.llm.budget import Reservation
-
-        t, c, refused = ray.get(self.handle.reserve.remote(tokens, cost))
-        if refused is not None:
-            raise BudgetExceeded(*refused)
-        return Reservation(t, c)
-
-    def settle(self, reservation: Any, tokens: int = 0, cost: float = 0.0) -> None:
-        self.handle.settle.remote(reservation.tokens, reservation.cost, tokens, cost)
-        self.spent_tokens += tokens
-        self.spent_cost += cost
-
-
-# -- one shard in an actor -----------------------------------------------------------------
-
-
-@dataclass
-class ShardJob:
-    """Everything a worker needs to run shards of one stage (pickled to the actors)."""
-
-    config: Any
-    key: str
-    stage_type: str
-    params: Any
-    spec: StageSpec
-    upstream: list[Any]
-    models: dict[str, str]
-    fingerprint: str
-    param: str
-    kind: str
-    run_dir: str
-    shard_url: str
-    shard_format: str
-    cache_dir: str
-    main_cache: str
-    prompts_dir: str | None = None
-    keeper: Any = None
-    keep: tuple[str, ...] = ()
-
-
-def _error_info(exc: BaseException) -> dict[str, Any]:
-    info: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)[:2000]}
-    with contextlib.suppress(Exception):  # one that does not pickle: type and message stand
-        info["pickle"] = base64.b64encode(pickle.dumps(exc)).decode("ascii")
-    return info
-
-
-def _raise_error(info: dict[str, Any]) -> None:
-    exc: BaseException | None = None
-    if "pickle" in info:
-        try:
-            exc = pickle.loads(base64.b64decode(info["pickle"]))
-        except Exception:
-            exc = None
-    raise exc or RuntimeError(f"{info.get('type')}: {info.get('message')}")
-
-
-class _WorkerState:
-    def __init__(self, job: ShardJob) -> None:
-        from fingen.executors.engines import SwappableResources
-        from fingen.llm.budget import Budget
-        from fingen.pipeline import resolve_stage
-        from fingen.prompts import set_prompt_dir
-
-        self.job = job
-        set_prompt_dir(Path(job.prompts_dir) if job.prompts_dir else None)
-        limits = job.config.llm.budget
-        budget = (
-            RemoteBudget(job.keeper, limits.max_tokens, limits.max_cost)
-            if job.keeper is not None and limits is not None
-            else Budget()
-        )
-        self.resources = SwappableResources(job.config, budget)
-        self.fn = resolve_stage(job.stage_type)
-        self.shards = ShardStore(job.shard_url, job.shard_format).stage(job.key)
-        self.kept: dict[str, list[Any]] = {}  # inputs every shard needs whole, read once
-
-    def close(self) -> None:
-        self.resources.close()
-
-
-def run_shard(state: _WorkerState, i: int) -> dict[str, Any]:
-    """Run the stage function on shard ``i``; write its outputs and marker; return the marker."""
-    job = state.job
-    lines = state.shards.read_input(i)
-    items = list(decode_lines(lines, KINDS[job.kind][0]))
-    cache = ShardCache(Path(job.cache_dir) / f"{job.key}-{i:05d}.sqlite", fallback=job.main_cache)
-    state.resources.set_cache(cache)
-    meter = f"{job.key}#{i:05d}"
-
-    def get_llm(_key: str, name: str = "default", config: Any = None) -> Any:
-        return state.resources.llm(meter, name, config)
-
-    store = BatchStore(job.run_dir)
-    ctx = BatchContext(
-        key=job.key, store=store, config=job.config, stats=StageStats(), get_llm=get_llm,  # type: ignore[arg-type]
-        get_embedder=state.resources.get_embedder, spec=job.spec, upstream=list(job.upstream),
-        models=dict(job.models), fingerprint=job.fingerprint, mapped=job.param, batch=items,
-        keep=job.keep, kept=state.kept,
-    )  # fmt: skip
-    status, error = "done", None
-    try:
-        state.fn(ctx, job.params)
-        outputs, stats = store.outputs(), stats_dict(ctx.stats)
-    except BudgetExceeded as exc:
-        status, error = "budget", {"what": exc.what, "used": exc.used, "limit": exc.limit}
-        outputs, stats = store.outputs(), stats_dict(ctx.stats)
-    except UserError as exc:
-        status, error = "error", _error_info(exc)
-        outputs, stats = {}, stats_dict(StageStats())
-    except Exception as exc:  # a bug or a crash in one shard: its items fail, the job goes on
-        failures, stats = worker_failures(job.key, job.kind, items, exc)
-        outputs = {"failures": failures}
-    finally:
-        state.resources.set_cache(None)
-        cache.close()
-    transient = sum(n for r, n in stats.get("failures", {}).items() if r in TRANSIENT_REASONS)
-    _usage, by_model = state.resources.stage_usage(meter)
-    meta = {
-        "shard": i,
-        "status": status,
-        "error": error,
-        "fingerprint": job.fingerprint,
-        "input_sha": lines_sha(lines),
-        "items": len(items),
-        "outputs": sorted(outputs),
-        "stats": stats,
-        "transient": transient,
-        "used_models": dict(ctx.used_models),
-        "usage": by_model,
-        "prompts": state.resources.stage_prompts(meter),
-    }
-    state.shards.write_outputs(i, outputs)
-    state.shards.mark(i, meta)
-    return meta
-
-
-class ShardWorker:
-    """The Ray Data UDF: one instance per actor (models built once), one shard per call."""
-
-    def __init__(self, job: ShardJob) -> None:
-        self.state = _WorkerState(job)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        shards = [int(i) for i in batch["shard"]]
-        metas = [json.dumps(run_shard(self.state, i), default=str) for i in shards]
-        return {
-            "shard": np.asarray(shards, dtype=np.int64),
-            "meta": np.asarray(metas, dtype=object),
-        }
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.state.close()
-
-
-# -- embeddings by an actor pool -----------------------------------------------------------
-
-
-class _EmbedActor:
-    def __init__(self, model: str, batch_size: int, device: str) -> None:
-        from fingen.embed.models import load_embedder
-
-        self.embedder = load_embedder(model, batch_size=batch_size, device=device)
-
-    def encode(self, texts: list[str], kind: str) -> np.ndarray:
-        return np.asarray(self.embedder.encode(texts, kind=kind), dtype=np.float32)  # type: ignore[arg-type]
-
-
-class EmbedPool:
-    """Persistent embedding actors (one model load each); ``encode`` keeps input order."""
-
-    def __init__(self, config: Any, actors: int, actor_cpus: float, chunk: int = 512) -> None:
-        ray = _import_ray()
-        ec = config.embedder
-        remote = ray.remote(num_cpus=actor_cpus)(_EmbedActor)
-        self.actors = [
-            remote.remote(ec.model or "minilm", ec.batch_size, ec.device) for _ in range(actors)
-        ]
-        self.chunk = chunk
-
-    def encode(self, texts: list[str], kind: str) -> np.ndarray:
-        import ray
-
-        chunks = [texts[s : s + self.chunk] for s in range(0, len(texts), self.chunk)]
-        refs = [
-            self.actors[j % len(self.actors)].encode.remote(c, kind) for j, c in enumerate(chunks)
-        ]
-        parts = ray.get(refs)
-        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-
-    def close(self) -> None:
-        import ray
-
-        for a in self.actors:
-            ray.kill(a)
-        self.actors = []
-
-
-class PooledEmbedder:
-    """The run's embedder, with large inputs encoded by an ``EmbedPool`` (the run's
-    embedding cache, when it has one, still answers what it knows)."""
-
-    def __init__(self, base: Any, pool: Callable[[], EmbedPool], min_rows: int = 2048) -> None:
-        self.base, self._pool, self.min_rows = base, pool, min_rows
-
-    @property
-    def name(self) -> str:
-        return str(self.base.name)
-
-    @property
-    def dim(self) -> int:
-        return int(self.base.dim)
-
-    def encode(
-        self,
-        texts: Any,
-        *,
-        kind: str = "passage",
-        batch_size: int | None = None,
-        show_progress: bool = False,
-    ) -> np.ndarray:
-        from fingen.embed.base import l2_normalize
-        from fingen.embed.cache import EmbeddingCache, cache_key
-
-        items = list(texts)
-        if len(items) < self.min_rows:
-            return self.base.encode(items, kind=kind, batch_size=batch_size)  # type: ignore[no-any-return]
-        cache = getattr(self.base, "cache", None)
-        if not isinstance(cache, EmbeddingCache):
-            return l2_normalize(self._pool().encode(items, kind))
-        keys = [cache_key(self.name, kind, t) for t in items]
-        found = {k: v for k, v in cache.get_many(keys).items() if v.shape == (self.dim,)}
-        todo = list(dict.fromkeys(k for k in keys if k not in found))
-        if todo:
-            text_of = dict(zip(keys, items, strict=True))
-            vectors = l2_normalize(self._pool().encode([text_of[k] for k in todo], kind))
-            new = {k: vectors[j] for j, k in enumerate(todo)}
-            cache.put_many(new.items())
-            found.update(new)
-        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
 
 
 # -- the executor --------------------------------------------------------------------------
@@ -530,7 +233,7 @@ class RayExecutor:
             if meta.get("shard", i) != i:
                 raise RuntimeError(f"shard {meta.get('shard')} came back where {i} was expected")
             if meta["status"] == "error":
-                _raise_error(meta["error"] or {})
+                raise_shard_error(meta["error"] or {})
             for name in meta.get("outputs", []):
                 writer, model = ctx.output(name), output_model(ctx, name)
                 for rec in decode_lines(shards.read_output(i, name), model):

