@@ -327,6 +327,17 @@ def _state(server: Any) -> dict[str, Any]:
         return json.loads(resp.read())
 
 
+def _settled_state(server: Any, wait_s: float = 10.0) -> dict[str, Any]:
+    """The server's state once its bookkeeping caught up: the client has its last token before
+    the server's response task returns, so a request can stay ``open`` for a moment longer."""
+    deadline = time.monotonic() + wait_s
+    state = _state(server)
+    while (state["open"] or state["running"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        state = _state(server)
+    return state
+
+
 @pytest.mark.llamacpp
 @pytest.mark.skipif(not HAVE_LLAMA, reason="the 'local' extra is not installed")
 def test_structured_run_under_cpu_hog_has_no_retries_and_evaluates_each_prompt_once(
@@ -370,7 +381,7 @@ def test_structured_run_under_cpu_hog_has_no_retries_and_evaluates_each_prompt_o
     try:
         results = engine.run(run_all())
         server = engine.backend.server
-        state = _state(server)
+        state = _settled_state(server)
     finally:
         engine.close()
         for hog in hogs:
