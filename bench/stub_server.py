@@ -16,22 +16,17 @@ import argparse
 import asyncio
 import contextlib
 import json
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
+from bench.child_server import ChildServer, announce_port
 from fingen.llm.fake import schema_instance
 
 __all__ = ["StubServerProcess", "build_app", "main"]
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _schema(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -82,24 +77,19 @@ def build_app(latency: float = 0.0, reply: Any = None) -> web.Application:
     return app
 
 
-class StubServerProcess:
+class StubServerProcess(ChildServer):
     """``python -m bench.stub_server`` as a child process, so its CPU is not the caller's."""
 
+    module = "bench.stub_server"
+    health_path = "/health"
+
     def __init__(self, *, latency: float = 0.0, reply: Any = None, timeout: float = 20.0) -> None:
-        self.latency, self.reply, self.startup_timeout, self.port = latency, reply, timeout, 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        super().__init__(startup_timeout=timeout)
+        self.latency, self.reply = latency, reply
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def _call(self, path: str, post: bool = False) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{self.port}{path}"
-        req = urllib.request.Request(url, data=b"{}" if post else None)
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(req, timeout=10) as resp:
-            return json.loads(resp.read())
+    def arguments(self, folder: Path) -> list[str]:
+        args = ["--latency", str(self.latency)]
+        return args + (["--reply", json.dumps(self.reply)] if self.reply is not None else [])
 
     def stats(self) -> dict[str, Any]:
         """``{"count": N, "status_counts": {"200": N, ...}}``."""
@@ -107,45 +97,7 @@ class StubServerProcess:
 
     def reset(self) -> None:
         """Zero the request counters."""
-        self._call("/reset", post=True)
-
-    def start(self) -> Self:
-        """Start the child and wait until it has bound a port and answers ``/health``."""
-        self._dir = tempfile.TemporaryDirectory(prefix="stub-server-")
-        port_file = Path(self._dir.name, "port")
-        cmd = [sys.executable, "-m", "bench.stub_server", "--port", "0"]
-        cmd += ["--port-file", str(port_file), "--latency", str(self.latency)]
-        if self.reply is not None:
-            cmd += ["--reply", json.dumps(self.reply)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + self.startup_timeout
-        while not port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"stub server did not start: {cmd}")
-            time.sleep(0.02)
-        self.port = int(port_file.read_text())
-        self._call("/health")
-        return self
-
-    def stop(self) -> None:
-        """Terminate the child (kill it after 5 s) and remove the temporary folder."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._call("/reset", {})
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -153,12 +105,7 @@ async def _serve(args: argparse.Namespace) -> None:
     runner = web.AppRunner(build_app(args.latency, reply), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port, backlog=args.backlog).start()
-    port = runner.addresses[0][1]
-    if args.port_file:
-        tmp = Path(f"{args.port_file}.tmp")
-        tmp.write_text(str(port))
-        tmp.replace(args.port_file)  # atomic: a reader never sees a partial port
-    print(port, flush=True)
+    announce_port(runner.addresses[0][1], args.port_file)
     await asyncio.Event().wait()
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from fingen.errors import MissingExtraError
 from fingen.llm.base import Completion
+from fingen.llm.cache import RESPONSES_TABLE, open_cache_db
 
 __all__ = [
     "ShardCache",
@@ -184,7 +185,6 @@ def _arrow() -> tuple[Any, Any]:
 
 # -- request caches ----------------------------------------------------------------------------
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, body TEXT)"
 _FORGOTTEN = "CREATE TABLE IF NOT EXISTS forgotten (key TEXT PRIMARY KEY)"
 
 
@@ -195,12 +195,8 @@ class ShardCache:
 
     def __init__(self, path: str | Path, fallback: str | Path | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self._db = open_cache_db(self.path)
         self._db.execute(_FORGOTTEN)
         self._fallback: sqlite3.Connection | None = None
         if fallback is not None and Path(fallback).is_file():
@@ -263,7 +259,7 @@ def merge_shard_caches(main: str | Path, shard_dir: str | Path) -> int:
     merged = 0
     try:
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute(_SCHEMA)
+        db.execute(RESPONSES_TABLE)
         for path in files:
             try:
                 db.execute("ATTACH DATABASE ? AS shard", (str(path),))

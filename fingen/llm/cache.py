@@ -15,7 +15,7 @@ from typing import Any
 
 from fingen.llm.base import ChatRequest, Completion
 
-__all__ = ["RequestCache", "request_key"]
+__all__ = ["RESPONSES_TABLE", "RequestCache", "open_cache_db", "request_key"]
 
 
 _schema_digests: dict[int, tuple[dict[str, Any], str]] = {}
@@ -55,19 +55,28 @@ def request_key(model: str, request: ChatRequest) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+RESPONSES_TABLE = (
+    "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, body TEXT)"
+)
+
+
+def open_cache_db(path: Path) -> sqlite3.Connection:
+    """A request-cache file opened for one writer: autocommit, WAL, the ``responses`` table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(RESPONSES_TABLE)
+    return db
+
+
 class RequestCache:
     """A small persistent key -> Completion store, safe for one writer process."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, body TEXT)"
-        )
+        self._db = open_cache_db(self.path)
 
     def get(self, key: str) -> Completion | None:
         with self._lock:
