@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from fingen.llm.base import ChatRequest
-from fingen.llm.cache import request_key
+from tests.cache_keys import cached_keys, key_of
 from tests.scripted_server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,24 +62,6 @@ def run(yaml: Path, out: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-
-
-def cached_keys(run_dir: Path) -> set[str]:
-    with sqlite3.connect(run_dir / "cache" / "llm.sqlite") as db:
-        return {row[0] for row in db.execute("SELECT key FROM responses")}
-
-
-def key_of(record: dict, base_url: str) -> str:
-    body = record["body"]
-    request = ChatRequest(
-        messages=body["messages"],
-        temperature=body["temperature"],
-        max_tokens=body["max_tokens"],
-        top_p=body.get("top_p"),
-        seed=body.get("seed"),
-        stop=body.get("stop"),
-    )
-    return request_key(f"openai:{base_url}:{body['model']}", request)  # the engine's identity
 
 
 def samples(run_dir: Path) -> list[dict]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import weakref
@@ -23,9 +22,9 @@ import pytest
 
 from fingen.config import BudgetConfig, LLMConfig
 from fingen.errors import BudgetExceeded
-from fingen.llm import ChatRequest, build_engine, run_task
+from fingen.llm import build_engine, run_task
 from fingen.llm.budget import estimate_tokens
-from fingen.llm.cache import request_key
+from tests.cache_keys import cached_keys, key_of
 from tests.scripted_server import ScriptedServer, ServerProcess
 from tests.test_llm_engine import EchoTask
 
@@ -149,28 +148,6 @@ def company_of(record: dict[str, Any]) -> str:
     found = [c for c in COMPANIES if c in users[0]]
     assert len(found) == 1, users[0][:300]
     return found[0]
-
-
-def cached_keys(run_dir: Path) -> set[str]:
-    with sqlite3.connect(run_dir / "cache" / "llm.sqlite") as db:
-        return {row[0] for row in db.execute("SELECT key FROM responses")}
-
-
-def key_of(record: dict[str, Any], base_url: str) -> str:
-    """The engine's cache key of a request the scripted server recorded."""
-    body = record["body"]
-    schema = (body.get("response_format") or {}).get("json_schema") or {}
-    request = ChatRequest(
-        messages=body["messages"],
-        temperature=body["temperature"],
-        max_tokens=body["max_tokens"],
-        top_p=body.get("top_p"),
-        seed=body.get("seed"),
-        stop=body.get("stop"),
-        json_schema=schema.get("schema"),
-        schema_name=schema.get("name", "response"),
-    )
-    return request_key(f"openai:{base_url}:{body['model']}", request)
 
 
 # --- failed is not finished ----------------------------------------------------------------
