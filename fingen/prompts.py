@@ -122,13 +122,16 @@ def load_prompt(task: str, lang: str = "en") -> PromptTemplate:
 
 
 def templates_digest() -> str:
-    """sha256 over every template that ``load_prompt`` would pick now (search order applied):
-    editing any template changes it, so stages that may use it re-run."""
+    """sha256 over every template that ``load_prompt`` would pick now (search order applied)
+    and every ``schema.<lang>.json`` (all are merged): editing any of them changes it, so
+    stages that may use it re-run."""
     chosen: dict[str, str] = {}
-    for d in reversed(_search_dirs()):  # later dirs first, so earlier ones win
+    for index, d in enumerate(reversed(_search_dirs())):  # later dirs first: earlier ones win
         if d.is_dir():
             for path in d.glob("*.jinja"):
                 chosen[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in d.glob(_SCHEMA_TABLE.format(lang="*")):
+                chosen[f"{index}/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
     blob = "\n".join(f"{name} {digest}" for name, digest in sorted(chosen.items()))
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -26,7 +26,7 @@ from fingen.llm.base import ChatRequest
 from fingen.llm.fake import schema_instance
 from fingen.llm.structured import reask_message, schema_instruction
 from fingen.pipeline import run_pipeline
-from fingen.prompts import localize_schema, set_prompt_dir
+from fingen.prompts import localize_schema, set_prompt_dir, templates_digest
 from fingen.reasoning.annotate import AnnotateTask, TextItem
 from fingen.reasoning.answer_judge import AnswerJudgement, AnswerJudgeTask, SamplePair
 from fingen.reasoning.distill import DistillTask, SampleRequest
@@ -284,6 +284,18 @@ def test_a_user_prompt_dir_overrides_single_translations(tmp_path: Path) -> None
         (tmp_path / "schema.zh.json").write_text("[1, 2]", encoding="utf-8")
         with pytest.raises(ConfigError, match="JSON object of strings"):
             localize_schema(AnswerJudgement.model_json_schema(), "zh")
+    finally:
+        set_prompt_dir(None)
+
+
+def test_editing_a_translation_table_changes_the_templates_digest(tmp_path: Path) -> None:
+    set_prompt_dir(tmp_path)
+    try:
+        before = templates_digest()
+        (tmp_path / "schema.zh.json").write_text('{"one sentence": "一句"}', encoding="utf-8")
+        added = templates_digest()
+        (tmp_path / "schema.zh.json").write_text('{"one sentence": "两句"}', encoding="utf-8")
+        assert len({before, added, templates_digest()}) == 3  # stages that use it re-run
     finally:
         set_prompt_dir(None)
 
