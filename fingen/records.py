@@ -216,6 +216,7 @@ KINDS: dict[str, tuple[type[Record] | None, tuple[str, ...] | None]] = {
     "failure": (Failure, None),
     "evaluation": (None, None),
     "file": (None, None),
+    "model": (None, None),  # {"file": model folder in the run, "base": ..., "rows": n}
 }
 
 

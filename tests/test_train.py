@@ -143,7 +143,8 @@ def test_train_stage_in_a_pipeline_and_the_report_table(tmp_path: Path) -> None:
 
     train = {"stage": "train", "params": {"max_steps": 2, "batch_size": 4, "cached": True,
                                           "mini_batch_size": 2}}  # fmt: skip
-    config = _pipeline([train, {"stage": "report"}])
+    evaluate = {"stage": "evaluate", "params": {"bm25": False}}
+    config = _pipeline([train, evaluate, {"stage": "report"}])
     result = run_pipeline(config, tmp_path / "run")
     assert result.status == "complete"
     entry = result.manifest["stages"]["train"]
@@ -156,7 +157,10 @@ def test_train_stage_in_a_pipeline_and_the_report_table(tmp_path: Path) -> None:
     assert info["params"]["loss"] == "CachedMultipleNegativesRankingLoss"
     assert SentenceTransformer(str(model_dir), device="cpu").prompts["query"] == INSTRUCTION
     rows = [json.loads(line) for line in (tmp_path / "run" / "train.jsonl").open()]
-    assert rows == [{"file": "models/train", "rows": extra["rows"]["total"]}]
+    assert rows == [{"file": "models/train", "base": "minilm", "rows": extra["rows"]["total"]}]
+    scored = result.manifest["stages"]["evaluate"]["extra"]["ndcg@10"]
+    assert set(scored) == {"minilm", "models/train"}  # the run's embedder and the trained one
+    assert all(0.0 <= v <= 1.0 for levels in scored.values() for v in levels.values())
     page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     assert "Fine-tuned embedder: base vs trained" in page and "ndcg@10 trained" in page
     resumed = run_pipeline(config, tmp_path / "run")  # finished: not trained again

@@ -145,24 +145,35 @@ class EvaluateParams(StageParams):
     bm25: bool = True
     run_embedder: bool = Field(True, description="evaluate the run's (cached) embedder")
     models: list[str] = Field(default_factory=list, description="further embedders by name")
+    trained: str | list[str] | None = Field(
+        None, description="train stages whose models are scored too (default: every earlier one)"
+    )
     k: int = Field(100, ge=10)
     split: str | None = Field(
         "dev", description="score this split's queries (None: all; no dev queries: all)"
     )
 
 
-@stage(EvaluateParams, outputs={"": "evaluation"})
+@stage(EvaluateParams, inputs={"trained": "model?"}, outputs={"": "evaluation"})
 def evaluate(ctx: StageContext, params: EvaluateParams) -> None:
     """nDCG@10, Recall@10/100, MRR@10 per qrels file for BM25 and embedders, on the dev split.
 
     The run's embedder mined the labels and chose the hard negatives: the report names it,
     and its numbers on ``*_extended`` files (mined labels) are optimistic.
 
+    Models fine-tuned by earlier ``train`` stages are scored too, named by their folder in
+    the run (``models/<train stage>``).
+
     Example params: ``{bm25: true, models: [e5]}``
     """
     beir = ctx.store.path(params.beir)
     mining = str(ctx.config.embedder.model)
     embedders = {mining: ctx.embedder()} if params.run_embedder else {}
+    for row in ctx.input("trained", params.trained):
+        from fingen.embed.models import load_embedder  # torch only when there is a model
+
+        # named by its folder in the run (``models/<train stage>``), not an absolute path
+        embedders[row["file"]] = load_embedder(str(ctx.store.path(row["file"])))
     split = params.split if params.split and _has_split(beir, params.split) else None
     report = evaluate_beir(
         beir,

@@ -3,7 +3,9 @@
 Files, inside the run directory::
 
     models/<stage key>/                 a sentence-transformers model folder (+ train_info.json)
-    train.jsonl                         one row: {"file": "models/<key>", "rows": n}
+    train.jsonl                         one row: {"file": "models/<key>", "base": .., "rows": n}
+
+A later ``evaluate`` stage scores the trained model next to the others.
 
 The manifest entry's ``extra`` holds the numbers (rows, steps, time, the dev split's metrics
 of the base and the trained model), which the report shows as a before/after table.
@@ -50,7 +52,7 @@ def _instruction(ctx: StageContext, params: TrainParams) -> str | None:
     return found or ""
 
 
-@stage(TrainParams, outputs={"": "file"})
+@stage(TrainParams, outputs={"": "model"})
 def train(ctx: StageContext, params: TrainParams) -> None:
     """Fine-tune a bi-encoder on the train split; score base and trained model on dev.
 
@@ -80,7 +82,7 @@ def train(ctx: StageContext, params: TrainParams) -> None:
     )  # fmt: skip
     info = result.info
     ctx.stats.inputs = ctx.stats.succeeded = info["rows"]["total"]
-    ctx.output().write({"file": out, "rows": info["rows"]["total"]})
+    ctx.output().write({"file": out, "base": params.base, "rows": info["rows"]["total"]})
     ctx.stats.extra.update(
         model_dir=out,
         base=info["base"],
