@@ -106,8 +106,13 @@ def test_another_llama_server_is_noticed() -> None:
         while fake.pid not in dict(cpus.other_llama_servers()) and time.monotonic() < deadline:
             time.sleep(0.05)  # until the child's cmdline is readable
         assert fake.pid in dict(cpus.other_llama_servers())
-        warning = cpus.competing_servers_warning()
+        warning = cpus.competing_servers_warning(threads=1)
         assert warning is not None and str(fake.pid) in warning and "3x" in warning
+        assert "uses 1 of" in warning
+        # a new server takes its share of the cores, not all of them
+        others = len(cpus.other_llama_servers())
+        assert cpus.default_threads(others) == max(1, cpus.usable_cpus() // (1 + others))
+        assert cpus.default_threads(0) == cpus.usable_cpus()
         assert fake.pid not in dict(cpus.other_llama_servers(exclude={fake.pid}))
     finally:
         fake.kill()
@@ -492,7 +497,8 @@ def test_fingen_killed_mid_generation_leaves_no_server(tmp_path: Path, sig: sign
 
 @pytest.mark.llamacpp
 @pytest.mark.skipif(not HAVE_LLAMA, reason="the 'local' extra is not installed")
-def test_server_gets_usable_cores_and_stops_at_close() -> None:
+def test_server_gets_its_share_of_the_usable_cores_and_stops_at_close() -> None:
+    others = len(cpus.other_llama_servers())  # e.g. a run of the developer's beside the tests
     engine = build_engine(LLMConfig(backend="local", local=SMOL, max_tokens=4, cache=False))
     try:
         engine.run(engine.chat(ChatRequest(messages=[{"role": "user", "content": "Hi"}])))
@@ -502,8 +508,9 @@ def test_server_gets_usable_cores_and_stops_at_close() -> None:
         warning = engine.backend.warning
     finally:
         engine.close()
-    assert threads == cpus.usable_cpus()
-    assert warning is None or "another llama.cpp server" in warning
+    assert threads == max(1, cpus.usable_cpus() // (1 + others))
+    assert (warning is None) == (others == 0)
+    assert warning is None or f"uses {threads} of" in warning
     assert server.proc.poll() is not None
 
 

@@ -25,9 +25,10 @@ with HTTP 500), with these rules:
   exit and on Ctrl-C fingen stops it with SIGTERM, then SIGKILL after ``STOP_GRACE_S`` seconds.
 * **Threads.** ``llm.local.n_threads`` defaults to the physical cores this process may use
   (affinity mask and cgroup quota, :func:`fingen.llm.cpus.usable_cpus`), for generation and for
-  prompt batches. When another llama.cpp server already runs on the machine the server log says
-  so and ``backend.warning`` holds a line to show: llama.cpp threads busy-wait, so two servers
-  on the same cores each run about three times slower.
+  prompt batches, shared equally with llama.cpp servers already running on the machine
+  (:func:`fingen.llm.cpus.default_threads`): their threads busy-wait, and two servers with a
+  thread per core each ran 68x slower in our measurement. ``backend.warning`` then holds a line
+  to show, and the server log says so.
 * **Live numbers.** ``backend.live()`` returns ``{"queued", "running", "tokens_per_s"}``:
   requests waiting (in fingen or in the server's queue, or having their prompt read), requests
   receiving tokens, and generated tokens per second over the last seconds.

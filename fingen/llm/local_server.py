@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from fingen.errors import BackendStartError, MissingExtraError
-from fingen.llm.cpus import competing_servers_warning, usable_cpus
+from fingen.llm.cpus import competing_servers_warning, default_threads, other_llama_servers
 
 __all__ = ["STATE_PATH", "STOP_GRACE_S", "LocalServer"]
 
@@ -45,8 +45,9 @@ class LocalServer:
         self.base_url = self.root_url + "/v1"
         self.state_url = self.root_url + STATE_PATH
         self.log_path = log_path
-        self.n_threads = n_threads or usable_cpus()
-        self.warning = competing_servers_warning()  # before our own server exists
+        others = len(other_llama_servers())  # before our own server exists
+        self.n_threads = n_threads or default_threads(others)
+        self.warning = competing_servers_warning(threads=self.n_threads) if others else None
         cmd = [
             sys.executable,
             "-m",
